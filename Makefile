@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := dev,export,tflite,openvino,bench
+# Pin whole stacks that conflict with ours; they run fine beside it (TOOLCHAIN.md traps 1, 2).
+EXTRA_NODEPS := tf-keras==2.21.0 onnx2tf==1.29.24
 
 .PHONY: demo test test-fast install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EXTRA_NODEPS)
 	touch $(STAMP)
 
 install: $(STAMP)
