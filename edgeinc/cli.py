@@ -42,8 +42,139 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    report = bench(
+        args.paths, data=args.data, batches=args.batch, threads=args.threads, warmup=args.warmup, runs=args.runs,
+        min_time=args.min_time, out=args.out, export=args.export, calib=args.calib, merge=args.merge or [],
+        max_images=args.max_images, progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+    )
+    print(report.to_markdown())
+    for kind, path in report.files.items():
+        console.print(f"{kind}: {path}", highlight=False)
+    return 0 if all(r.status == "ok" for r in report.rows) or args.allow_failed else 1
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data import synthesize_patch_task
+
+    info = synthesize_patch_task(args.out, classes=args.classes, train=args.train, val=args.val, size=args.size,
+                                 seed=args.seed, workers=args.workers)
+    table = Table(title="synthetic patch task")
+    for col in ("class", "train", "val"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name in info.classes:
+        table.add_row(name, str(info.counts["train"][name]), str(info.counts["val"][name]))
+    table.add_row("total", *(str(sum(info.counts[s].values())) for s in ("train", "val")))
+    console.print(table)
+    reused = f" ({info.reused} already there)" if info.reused else ""
+    console.print(f"wrote {info.written} {args.size}x{args.size} PNG images{reused} (seed {args.seed}) in "
+                  f"{info.seconds:.1f} s to {info.root / 'train'} and "
+                  f"{info.root / 'val'}; labels in {info.root / 'classes.json'}, parameters in "
+                  f"{info.root / 'synth.json'}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_data_baseline(args: argparse.Namespace) -> int:
+    from .data import colour_histogram_baseline, find_split
+
+    r = colour_histogram_baseline(find_split(args.root, "train"), find_split(args.root, "val"), bins=args.bins,
+                                  joint=args.joint)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    console.print(f"colour baseline ({r['features']}, logistic regression): top-1 {100 * r['top1']:.1f}% on "
+                  f"{r['n_val']} val images (train {100 * r['train_top1']:.1f}%, chance {100 * r['chance']:.1f}%)",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainingError, train
+
+    try:
+        result = train(args.recipe, args.set, out=args.out, resume=args.resume, console=console)
+    except TrainingError as e:
+        raise UserError(str(e)) from None
+    if result.status == "interrupted":
+        return 128 + (result.stop_signal or 2)
+    if args.json and result.rank == 0:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate
+
+    r = evaluate(args.source, args.data, crops=args.crops, prefer=args.weights, batch_size=args.batch_size,
+                 workers=args.workers, device=args.device)
+    if args.json:
+        print(r.to_json())
+        return 0
+    console.print(
+        f"top-1 {100 * r.top1:.2f}%  top-5 {100 * r.top5:.2f}%  ({r.images} images of {r.data}, {r.crops} crop"
+        f"{'s' if r.crops > 1 else ''}, {r.model} {r.weights})", highlight=False,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import TensorRTUnavailableError, export
+
+    options = {k: v for k, v in (("int8_io", args.int8_io), ("tflite_backend", args.tflite_backend),
+                                 ("qat_steps", args.qat_steps), ("qat_lr", args.qat_lr), ("threads", args.threads)) if v}
+    try:
+        result = export(
+            args.source, args.target, args.precision, calib=args.calib, calib_size=args.calib_size, val=args.val,
+            val_size=args.val_size, batch=None if args.dynamic_batch else args.batch, out=args.out,
+            max_drop=args.max_drop, **options,
+        )
+    except TensorRTUnavailableError as e:
+        console.print(f"[bold yellow]incomplete:[/] {e}", highlight=False)
+        return 3
+    m = result.manifest
+    if args.json:
+        print(json.dumps(m.model_dump(mode="json"), indent=2))
+        return 0
+    table = Table(title=f"edgeinc export: {m.model['variant']} -> {m.target} {m.precision}")
+    table.add_column("")
+    table.add_column("")
+    table.add_row("artifact", str(result.artifact))
+    table.add_row("manifest", str(result.manifest_path))
+    table.add_row("size", f"{m.artifact_bytes / 1e6:.2f} MB")
+    table.add_row("input", f"{m.input.name} {m.input.shape} {m.input.layout} {m.input.dtype}"
+                  + (f" (scale {m.input.quantization.scale:.4g}, zero point {m.input.quantization.zero_point})"
+                     if m.input.quantization else ""))
+    parity = m.parity.get("onnx_in_onnxruntime", m.parity)
+    table.add_row("parity", f"max abs error {parity['max_abs_error']:.3g} (max |logit| {parity['reference_max_abs_logit']:.3g}), "
+                  f"top-1 agreement {parity['top1_agreement']:.3f} on {parity['images']} images vs {parity['reference']}")
+    if m.quantization and "accuracy" in m.quantization:
+        acc = m.quantization["accuracy"]
+        table.add_row("accuracy", f"FP32 top-1 {acc['fp32']['top1']:.2f} / top-5 {acc['fp32']['top5']:.2f}  ->  INT8 top-1 "
+                      f"{acc['int8']['top1']:.2f} / top-5 {acc['int8']['top5']:.2f}  ({acc['split']['images']} images)")
+        size = m.quantization.get("size", {})
+        if size.get("ratio"):
+            table.add_row("size ratio", f"{size['ratio']:.2f}x smaller than FP32")
+        if m.quantization.get("kept_in_float"):
+            table.add_row("kept in float", ", ".join(m.quantization["kept_in_float"]))
+    table.add_row("conversion", f"{m.conversion['seconds']:.1f} s")
+    console.print(table)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return cmd_models(argparse.Namespace(json=False, num_classes=1000))
+    from .demo import run_demo
+
+    cmd_models(argparse.Namespace(json=False, num_classes=1000))
+    return 0 if run_demo(args.out, console).passed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +186,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
+    data = sub.add_parser("data", help="data tools: the synthetic patch task, the colour baseline")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("synth", help="write the synthetic patch task as OUT/{train,val}/<class>/*.png")
+    p.add_argument("out", help="output folder (new or empty; rerun with the same options to finish an interrupted run)")
+    p.add_argument("--classes", type=int, default=5, help="K object classes (plus 'background'), default 5")
+    p.add_argument("--train", type=int, default=200, help="training images per class (default 200)")
+    p.add_argument("--val", type=int, default=50, help="validation images per class (default 50)")
+    p.add_argument("--size", type=int, default=96, help="patch side in pixels (default 96)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes drawing images (output is the same)")
+    p.set_defaults(func=cmd_data_synth)
+    p = data_sub.add_parser("baseline", help="colour-histogram logistic regression on ROOT/train, scored on ROOT/val")
+    p.add_argument("root", help="dataset root holding train/ and val/")
+    p.add_argument("--bins", type=int, default=8, help="histogram bins per channel (default 8)")
+    p.add_argument("--joint", action="store_true", help="joint RGB histogram (bins^3 features) instead of per channel")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_data_baseline)
+
+    p = sub.add_parser("bench", help="latency, size, parameters, multiply-adds and accuracy of artifacts")
+    p.add_argument("paths", nargs="*", help="artifact folders/manifests, folders of artifacts, run directories or weights files")
+    p.add_argument("--data", help="ImageNet-layout split folder (class folders) for top-1/top-5, single central crop")
+    p.add_argument("--batch", type=_int_list, default=(1,), help="batch sizes, e.g. 1,8 (default 1)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all usable CPUs)")
+    p.add_argument("--warmup", type=int, default=5)
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--runs", type=int, help="exactly this many timed runs")
+    timing.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per measurement (default 3)")
+    p.add_argument("--max-images", type=int, help="score at most this many images of --data")
+    p.add_argument("--out", default="bench-report", help="folder for bench.md/json/csv/png (default bench-report)")
+    p.add_argument("--export", action="store_true", help="first export each run/checkpoint to every target and precision")
+    p.add_argument("--calib", help="calibration images for --export (default: the recipe's training data)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="fold in rows measured on a device (bench JSON files)")
+    p.add_argument("--allow-failed", action="store_true", help="exit 0 even when some rows failed")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="train from a recipe (torchrun --nproc_per_node=N -m edgeinc train ... for DDP)")
+    p.add_argument("recipe", help="recipe YAML (recipes/*.yaml), or a run directory to resume")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe key")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory from its checkpoint")
+    p.add_argument("--out", help="run directory (default runs/<recipe name>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a run (EMA weights) or weights file on a data folder")
+    p.add_argument("source", help="run directory or .safetensors weights file")
+    p.add_argument("--data", required=True, help="dataset root (its val/ is used) or a split folder <class>/<image>")
+    p.add_argument("--crops", type=int, choices=(1, 12, 144), default=1, help="1: central 87.5%% crop; 12/144: Table 4")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a run directory")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a run/checkpoint to ONNX, TFLite or TensorRT (fp32/fp16/int8) + manifest.json")
+    p.add_argument("source", help="run directory or .safetensors weights file")
+    p.add_argument("--target", required=True, help="onnx | tflite | tensorrt")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (default fp32)")
+    p.add_argument("--calib", help="calibration images: a folder (class folders or loose images) or an ImageNet-layout "
+                   "root (its train/; default: the recipe's data.root/train)")
+    p.add_argument("--calib-size", type=int, default=128, help="calibration images used (default 128)")
+    p.add_argument("--val", help="labelled validation split for INT8 accuracy (default: val/ beside the calibration data)")
+    p.add_argument("--val-size", type=int, help="validation images used (default: all)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, help="fixed batch size")
+    batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (the default)")
+    p.add_argument("--out", help="parent folder; the export goes to OUT/<target>-<precision>/ (default artifacts/<run>)")
+    p.add_argument("--max-drop", type=float, help="int8: accuracy-controlled quantization, max top-1 drop in points")
+    p.add_argument("--qat-steps", type=int, help="onnx int8: quantization-aware fine-tuning for this many steps")
+    p.add_argument("--qat-lr", type=float, help="QAT learning rate (default 1e-5)")
+    p.add_argument("--int8-io", choices=("int8", "uint8"), help="tflite int8: input/output dtype (default int8)")
+    p.add_argument("--tflite-backend", choices=("auto", "flatbuffer_direct", "tf_converter"),
+                   help="onnx2tf back end (default auto: flatbuffer_direct for fp32, tf_converter otherwise)")
+    p.add_argument("--threads", type=int, help="threads for the parity/accuracy runs")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="synthesize the patch task, train quickstart on it, evaluate (what `make demo` runs)")
+    p.add_argument("--out", default="demo", help="folder for the data and the run")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,22 @@
+"""Data: ImageNet-layout folders, Inception preprocessing (CPU or on the GPU), the synthetic patch task."""
+
+from .baseline import colour_histogram_baseline, colour_histograms
+from .folder import (
+    IMAGE_EXTENSIONS,
+    BadImageError,
+    DataError,
+    ImageFolder,
+    collate_skip_bad,
+    find_split,
+    load_rgb,
+    to_rgb,
+)
+from .synth import BACKGROUND, SHAPE_NAMES, SynthInfo, render_patch, synthesize_patch_task
+from .transforms import TRAIN_RATIO, TRAIN_SCALE, CentralFractionCrop, build_transform, gpu_decode_batch
+
+__all__ = [
+    "BACKGROUND", "IMAGE_EXTENSIONS", "SHAPE_NAMES", "TRAIN_RATIO", "TRAIN_SCALE",
+    "BadImageError", "CentralFractionCrop", "DataError", "ImageFolder", "SynthInfo",
+    "build_transform", "collate_skip_bad", "colour_histogram_baseline", "colour_histograms",
+    "find_split", "gpu_decode_batch", "load_rgb", "render_patch", "synthesize_patch_task", "to_rgb",
+]

@@ -1,0 +1,122 @@
+"""The Runner protocol: load an artifact with its manifest, run a numpy batch, return float logits.
+
+Every runner takes the same input: a float32 NCHW batch normalised with the model's mean/std (what
+``edgeinc.data.build_transform(variant, train=False)`` produces, or ``normalize(pixels, runner)`` from
+decoded pixels). ``prepare`` turns it into the artifact's own layout and dtype (NHWC, int8 with the
+manifest's scale/zero point); ``run`` executes that native batch and returns float32 logits
+(dequantized); ``predict`` is both. Benchmarks time ``run`` on prepared batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..registry import Registry
+
+
+class RuntimeUnavailableError(ValueError):
+    """The backend's package (or device) is missing; the message says what to install."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: str  # the registry name of the backend
+    threads: int | None
+    labels: list[str]
+    input: dict[str, Any]  # name, shape, layout, dtype, quantization (the manifest's input spec)
+    preprocessing: dict[str, Any]  # input_size, mean, std, crop_fraction, interpolation
+
+    def prepare(self, images: np.ndarray) -> np.ndarray: ...
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    formats: tuple[str, ...]  # manifest formats it reads ("onnx", "tflite", "tensorrt", "torch")
+    description: str
+    extra: str  # the pip extra that installs it
+
+
+# name -> class(path: Path, manifest: Manifest | None, threads: int | None) -> Runner
+RUNNERS: Registry[type] = Registry("runner")
+
+# The backend used when none is named, by artifact format.
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "tensorrt": "tensorrt", "torch": "torch"}
+
+
+def quantize(x: np.ndarray, spec: dict | None, dtype: str) -> np.ndarray:
+    """float -> the integer dtype with real = (q - zero_point) * scale; float dtypes pass through."""
+    if dtype in ("float32", "float16"):
+        return x.astype(dtype, copy=False)
+    if spec is None:
+        raise ValueError(f"a {dtype} input needs quantization parameters in the manifest")
+    info = np.iinfo(dtype)
+    q = np.round(x / spec["scale"] + spec["zero_point"])
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, spec: dict | None) -> np.ndarray:
+    if spec is None or y.dtype.kind == "f":
+        return y.astype(np.float32, copy=False)
+    return ((y.astype(np.float32) - spec["zero_point"]) * spec["scale"]).astype(np.float32)
+
+
+def normalize(pixels: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+    """Decoded, already cropped and resized images (N, H, W, 3), uint8 or float in [0, 1] ->
+    the normalised NCHW float32 batch every runner takes."""
+    x = pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels.astype(np.float32)
+    mean = np.asarray(preprocessing["mean"], np.float32)
+    std = np.asarray(preprocessing["std"], np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+
+
+class ManifestRunner:
+    """Shared behaviour: layout/dtype conversion from the manifest, fixed-batch chunking."""
+
+    name = "?"
+
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.threads = threads
+        self.labels = list(manifest.labels)
+        self.input = manifest.input.model_dump()
+        self.output = manifest.output.model_dump()
+        self.preprocessing = manifest.preprocessing.model_dump()
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.input["shape"][0]
+        return first if isinstance(first, int) else None
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected a normalised NCHW batch (N, 3, H, W), got shape {images.shape}")
+        x = images.transpose(0, 2, 3, 1) if self.input["layout"] == "NHWC" else images
+        return np.ascontiguousarray(quantize(x, self.input["quantization"], self.input["dtype"]))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        fixed = self.fixed_batch
+        if fixed is None or len(batch) == fixed:
+            return dequantize(self._run(batch), self.output["quantization"])
+        outs = []
+        for start in range(0, len(batch), fixed):
+            chunk = batch[start : start + fixed]
+            n = len(chunk)
+            if n < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+            outs.append(self._run(chunk)[:n])
+        return dequantize(np.concatenate(outs), self.output["quantization"])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.run(self.prepare(images))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
