@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -156,9 +157,11 @@ def main() -> int:
             else:
                 failures[f"{variant} {target} {precision}"] = error
 
+    load_before = os.getloadavg()
     peaks = {"fp32": peak_fp32_macs(args.threads), "int8": peak_int8_macs(args.threads)}
     report = bench(paths, batches=batches, threads=args.threads, min_time=args.min_time,
                    progress=lambda m: print(m, flush=True))
+    load_after = os.getloadavg()
     rows = []
     for r in report.rows:
         row = r.model_dump()
@@ -173,7 +176,7 @@ def main() -> int:
     report.write(args.work / "report")  # the generic report files, incl. the plot
     (args.out / "cpu_latency.png").write_bytes((args.work / "report" / "bench.png").read_bytes())
     atomic_write_json(stem.with_suffix(".json"), {
-        "header": report.header, "peak_macs_per_s": peaks, "export_failures": failures, "rows": rows,
+        "header": report.header, "peak_macs_per_s": peaks, "load_average": {"before": load_before, "after": load_after}, "export_failures": failures, "rows": rows,
         "command": " ".join(sys.argv),
     })
     lines = [
@@ -184,6 +187,10 @@ def main() -> int:
         f"(after warm-up), inputs are synthetic patches; random weights with estimated BN statistics, 1000 classes. "
         f"Measured peak: fp32 {peaks['fp32'] / 1e9:.1f} GMAC/s (torch matmul), int8 {peaks['int8'] / 1e9:.1f} GMAC/s "
         f"(ONNX Runtime MatMulInteger u8 x s8). {report.header['created']}. Command: `{' '.join(sys.argv)}`.",
+        "",
+        f"**Load average** (1/5/15 min) before: {' / '.join(f'{x:.1f}' for x in load_before)}, after: "
+        f"{' / '.join(f'{x:.1f}' for x in load_after)} on {report.header['machine']['usable_cpus']} CPUs: "
+        "anything above ~0.5 means other jobs shared the cores and these latencies are pessimistic.",
         "",
         "| variant | runtime | precision | batch | status | size MB | GMACs | p50 ms | p90 ms | p99 ms | img/s | peak MB | vs FP32 parent | speed-up | floor ms | p50 / floor |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

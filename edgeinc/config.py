@@ -83,7 +83,9 @@ class TrainSection(Section):
     lr_decay_epochs: float = Field(2.0, gt=0)
     lr_staircase: bool = Field(True, description="true: drop every lr_decay_epochs (TF-slim); false: smooth")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 (not in the paper)")
-    optimizer: Literal["rmsprop_tf", "momentum"] = "rmsprop_tf"
+    optimizer: Literal["rmsprop_tf", "momentum", "adamw"] = Field(
+        "rmsprop_tf", description="rmsprop_tf: the paper; momentum: Table 3's baseline; adamw: short runs"
+    )
     momentum: float = Field(0.9, ge=0, lt=1)
     rmsprop_decay: float = Field(0.9, gt=0, lt=1)
     rmsprop_eps: float = Field(1.0, gt=0, description="TF semantics: inside the square root")

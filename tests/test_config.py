@@ -51,7 +51,7 @@ def test_wrong_types_name_file_and_key(tmp_path):
     text = "\n".join(lines)
     assert f"{p}: train.lr: Input should be a valid number" in text and "(got 'fast')" in text
     assert f"{p}: train.epochs: Input should be a valid integer" in text
-    assert f"{p}: train.optimizer: Input should be 'rmsprop_tf' or 'momentum'" in text
+    assert f"{p}: train.optimizer: Input should be 'rmsprop_tf', 'momentum' or 'adamw'" in text
     assert f"{p}: model.aux_bn: Input should be a valid boolean" in text
     assert f"{p}: data.scale: must satisfy 0 < min <= max <= 1" in text
 

@@ -155,6 +155,8 @@ def test_momentum_ablation_is_tf_momentum():
         opt.step()
     # accum = 0.9 * accum + g; w -= lr * accum:  1 - 0.1*2 - 0.1*(0.9*2 - 1)
     assert p.weight.item() == pytest.approx(1 - 0.2 - 0.08, abs=1e-7)
+    adamw = build_optimizer(p, TrainSection(optimizer="adamw", lr=0.002, batch_size=1600))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_schedule_decays_094_every_2_epochs_scales_with_batch_and_warms_up():
