@@ -26,8 +26,7 @@ from edgeinc.bench import (
     read_bench_json,
     summarize_latencies,
 )
-from edgeinc.data import synthesize_patch_task
-from edgeinc.models import create_model, save_weights
+from export_helpers import CLASSES, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(warmup=1, runs=3, batches=(1, 2), max_images=12)
@@ -35,24 +34,11 @@ FAST = dict(warmup=1, runs=3, batches=(1, 2), max_images=12)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny model with sane BN statistics, its synthetic data, and its FP32 ONNX export."""
-    from edgeinc.export import export
-
-    root = tmp_path_factory.mktemp("bench")
-    synthesize_patch_task(root / "data", classes=3, train=4, val=3, size=96, seed=0)
-    labels = json.loads((root / "data" / "classes.json").read_text())
-    torch.manual_seed(0)
-    model = create_model("inception_v3_79", depth_multiplier=0.1, num_classes=len(labels))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 79, 79))
-    run = root / "run"
-    save_weights(model.eval(), run / "ema.safetensors",
-                 metadata={"edgeinc.labels": labels, "edgeinc.recipe": {"data": {"root": str(root / "data")}}})
-    onnx = export(run, "onnx", "fp32", out=root / "artifacts", calib=root / "data")
-    return {"root": root, "run": run, "data": root / "data" / "val", "onnx": onnx.directory, "labels": labels}
+    """The session's tiny checkpoint, its image folders and its FP32 ONNX export (tests/export_helpers.py),
+    shared with the export and runtime tests so that nothing is exported twice."""
+    ws = workspace(tmp_path_factory)
+    return {"root": ws.root, "run": ws.run, "data": ws.data / "val", "calib": ws.data, "labels": CLASSES,
+            "onnx": ws.export("onnx", "fp32").directory, "ws": ws}
 
 
 def test_latency_statistics():
@@ -87,7 +73,7 @@ def test_bench_checkpoint_and_onnx_rows(tiny, tmp_path):
         filled = r.model_dump(exclude={"reason", "parent", "top1_drop", "speedup", "size_ratio"})
         assert all(v is not None for v in filled.values()), filled
         assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
-        assert r.runs == 3 and r.threads >= 1 and r.peak_mem_mb > 0 and r.images_scored == 12  # 3 per class, 3 shapes + background
+        assert r.runs == 3 and r.threads >= 1 and r.peak_mem_mb > 0 and r.images_scored == 12  # --max-images
     torch_row, onnx_row = by[("torch", "torch", 1)], by[("onnx", "onnxruntime", 1)]
     assert onnx_row.parent == "torch/torch fp32" and onnx_row.speedup == pytest.approx(torch_row.mean_ms / onnx_row.mean_ms)
     assert onnx_row.top1 == pytest.approx(torch_row.top1) and onnx_row.top1_drop == pytest.approx(0.0)
@@ -212,29 +198,28 @@ def test_cli_bench(tiny, tmp_path, capsys):
 def test_device_runner_rows_merge(tiny, tmp_path):
     """deploy/edgeinc_device_bench.py on a TFLite artifact (numpy + LiteRT only) -> rows bench --merge reads."""
     pytest.importorskip("ai_edge_litert")
-    from edgeinc.export import export
-
-    tflite = export(tiny["run"], "tflite", "int8", out=tmp_path / "artifacts", calib=tiny["root"] / "data")
+    tflite = tmp_path / "tflite"  # a copy: the end of the test tampers with it
+    shutil.copytree(tiny["ws"].export("tflite", "int8").directory, tflite)
     out = tmp_path / "device.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "edgeinc_device_bench.py"), str(tflite.directory), "--data",
+        [sys.executable, str(ROOT / "deploy" / "edgeinc_device_bench.py"), str(tflite), "--data",
          str(tiny["data"]), "--runs", "5", "--warmup", "1", "--threads", "1", "--label", "pi", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     header, rows = read_bench_json(out)
-    assert header["machine_label"] == "pi" and rows[0].precision == "int8" and rows[0].images_scored == 12
+    assert header["machine_label"] == "pi" and rows[0].precision == "int8" and rows[0].images_scored == 32  # 8 per class
     assert 0 < rows[0].p50_ms <= rows[0].p99_ms
     # the device's top-1 agrees with the workstation's LiteRT runner on the same artifact and images
-    local = bench([tflite.directory], data=tiny["data"], warmup=1, runs=2, batches=(1,))
-    assert rows[0].top1 == pytest.approx(local.rows[0].top1, abs=100 / 12 + 1e-6)
+    local = bench([tflite], data=tiny["data"], warmup=1, runs=2, batches=(1,))
+    assert rows[0].top1 == pytest.approx(local.rows[0].top1, abs=100 / 32 + 1e-6)
     merge_into(local, [out])
     assert {r.machine for r in local.rows} == {"this machine", "pi"}
     # a tampered artifact is refused on the device too
-    manifest = json.loads((tflite.directory / "manifest.json").read_text())
-    with open(tflite.directory / manifest["artifact"], "ab") as f:
+    manifest = json.loads((tflite / "manifest.json").read_text())
+    with open(tflite / manifest["artifact"], "ab") as f:
         f.write(b"\0")
-    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "edgeinc_device_bench.py"), str(tflite.directory)],
+    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "edgeinc_device_bench.py"), str(tflite)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "sha256" in proc.stderr
     assert np.isfinite(rows[0].mean_ms)

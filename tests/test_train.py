@@ -413,14 +413,14 @@ def test_eval_cli_prints_json(reference_run, tiny):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known open problem (issue 3): in its few-minute CPU budget the quickstart "
-                   "does not yet learn the synthetic patch task above chance; see the closing note")
 def test_quickstart_beats_its_bar_and_the_colour_baseline(tmp_path):
     from edgeinc.demo import QUICKSTART_TOP1_BAR, run_demo
 
+    torch.set_num_threads(os.cpu_count() or 1)  # as `make demo` runs it (the fixture restores one thread)
     result = run_demo(tmp_path, bench=False)
     assert result.top1 >= QUICKSTART_TOP1_BAR
-    assert result.top1 > result.colour_baseline_top1 + 0.3
+    # not solvable by colour alone: the colour-histogram baseline stays far below the network
+    assert result.top1 >= 2 * result.colour_baseline_top1 and result.passed
 
 
 @pytest.mark.gpu

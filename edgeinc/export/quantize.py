@@ -16,6 +16,7 @@ that ONNX Runtime cannot load, trap 7); QAT (qat.py) ends in the same Q/DQ ONNX 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ def float_compute_nodes(model) -> list[str]:
 
 
 def _nncf_quantize(model, ctx: ExportContext, calib: np.ndarray) -> tuple[Any, dict]:
+    # NNCF imports torch's C++-extension helper, which warns "No CUDA runtime is found" on every CPU
+    # machine; nothing here builds extensions.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
     except ImportError:

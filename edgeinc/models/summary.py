@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 from .complexity import count_macs, count_parameters
 from .factory import MODELS, create_model
 
@@ -25,7 +27,9 @@ class ModelSummary:
 
 
 def summarize(name: str, num_classes: int = 1000, **kwargs) -> ModelSummary:
-    model = create_model(name, num_classes=num_classes, **kwargs)
+    # Shapes are all the figures need: a meta-device model skips allocating and initializing weights.
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, **kwargs)
     v = model.variant
     return ModelSummary(
         name=name,
