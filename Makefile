@@ -10,7 +10,7 @@ EXTRAS := dev,export,tflite,openvino,bench
 # seconds instead of minutes; edgeinc/export/tflite_target.py), hence --ignore-requires-python.
 EXTRA_NODEPS := tf-keras==2.21.0 onnx2tf==2.6.9
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m edgeinc demo
 
+# One worker per core: many tests wait on subprocesses (spawned runtimes, SIGKILL/resume, DDP), so two
+# workers keep both cores busy; the export workspace's tests share one worker (tests/export_helpers.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

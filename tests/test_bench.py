@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(warmup=1, runs=3, batches=(1, 2), max_images=12)
 
 
+# one session workspace (tests/export_helpers.py): its exports are made once, in one xdist worker
+pytestmark = pytest.mark.xdist_group("export_workspace")
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The session's tiny checkpoint, its image folders and its FP32 ONNX export (tests/export_helpers.py),

@@ -25,6 +25,10 @@ from edgeinc.utils.io import sha256_file
 from export_helpers import CLASSES, workspace
 
 
+# one session workspace (tests/export_helpers.py): its exports are made once, in one xdist worker
+pytestmark = pytest.mark.xdist_group("export_workspace")
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     return workspace(tmp_path_factory)

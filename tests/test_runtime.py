@@ -15,6 +15,10 @@ from edgeinc.runtime import RUNNERS, Runner, RuntimeUnavailableError, load_runne
 from export_helpers import CLASSES, workspace
 
 
+# one session workspace (tests/export_helpers.py): its exports are made once, in one xdist worker
+pytestmark = pytest.mark.xdist_group("export_workspace")
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     return workspace(tmp_path_factory)
