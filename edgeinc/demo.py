@@ -17,7 +17,7 @@ QUICKSTART = RECIPES / "quickstart.yaml"
 QUICKSTART_TASK = {"classes": 5, "train": 200, "val": 50, "size": 96, "seed": 0}
 # Top-1 (single crop, EMA weights) the quickstart must reach on that task; tests/test_train.py holds
 # every change of recipe or data to it. Chance is 1/6 and the colour baseline scores about that; the
-# quickstart measured 46.3% in 4.7 minutes on 2 CPU cores (README): the bar leaves room for other
+# quickstart measured 46.3% after 299 s of training on 2 CPU cores (README): the bar leaves room for other
 # machines' numerics.
 QUICKSTART_TOP1_BAR = 0.35
 
