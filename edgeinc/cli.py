@@ -49,18 +49,27 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _int_pair(text: str) -> tuple[int, int]:
+    values = _int_list(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench
 
     report = bench(
         args.paths, data=args.data, batches=args.batch, threads=args.threads, warmup=args.warmup, runs=args.runs,
         min_time=args.min_time, out=args.out, export=args.export, calib=args.calib, merge=args.merge or [],
-        max_images=args.max_images, progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+        max_images=args.max_images, bf16=not args.no_bf16, flush_denormals=not args.keep_denormals,
+        retry_contended=args.retry_contended, floors=args.floors,
+        progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
     )
     print(report.to_markdown())
     for kind, path in report.files.items():
         console.print(f"{kind}: {path}", highlight=False)
-    return 0 if all(r.status == "ok" for r in report.rows) or args.allow_failed else 1
+    return 0 if all(r.status in ("ok", "skipped") for r in report.rows) or args.allow_failed else 1
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -80,6 +89,53 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
                   f"{info.seconds:.1f} s to {info.root / 'train'} and "
                   f"{info.root / 'val'}; labels in {info.root / 'classes.json'}, parameters in "
                   f"{info.root / 'synth.json'}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_data_scenes(args: argparse.Namespace) -> int:
+    from .data import synthesize_scenes
+
+    info = synthesize_scenes(args.out, train=args.train, val=args.val, size=args.size, classes=args.classes,
+                             seed=args.seed, objects=args.objects, workers=args.workers)
+    table = Table(title="synthetic detection scenes")
+    for col in ("split", "images", "objects", "annotations"):
+        table.add_column(col, justify="left" if col in ("split", "annotations") else "right")
+    for split, count in info.counts.items():
+        table.add_row(split, str(count["images"]), str(count["objects"]), str(info.annotations[split]))
+    console.print(table)
+    reused = f" ({info.reused} already there)" if info.reused else ""
+    console.print(f"wrote {info.written} {args.size}x{args.size} scenes{reused} (seed {args.seed}, categories "
+                  f"{', '.join(info.categories)}) in {info.seconds:.1f} s to {info.root}; parameters in "
+                  f"{info.root / 'scenes.json'}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_data_patches(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .detect import extract_patches
+
+    if not Path(args.images).is_dir():
+        raise UserError(f"--images {args.images}: no such folder (it should hold the images of {args.coco})")
+    info = extract_patches(args.coco, args.images, args.out, size=args.size, context=args.context,
+                           neg_ratio=args.neg_ratio, seed=args.seed, jitter=args.jitter)
+    table = Table(title=f"patches of {Path(args.coco).name}")
+    table.add_column("class")
+    table.add_column("patches", justify="right")
+    for name in info.classes:
+        table.add_row(name, str(info.counts[name]))
+    table.add_row("total", str(sum(info.counts.values())))
+    console.print(table)
+    reused = f" ({info.reused} already there)" if info.reused else ""
+    notes = [f"{info.objects} boxes ({info.clipped} clipped to their image)",
+             f"skipped: {info.skipped['crowd']} crowd, {info.skipped['no_area']} without area"]
+    if any(info.shortfall.values()):
+        notes.append(f"not found: {info.shortfall['jittered']} jittered copies, {info.shortfall['negatives']} negatives")
+    if info.empty_categories:
+        notes.append(f"categories without patches: {', '.join(info.empty_categories)}")
+    console.print(f"wrote {info.written} {args.size}x{args.size} patches{reused} from {info.images} images to "
+                  f"{info.root} in {info.seconds:.1f} s; " + "; ".join(notes) + f". Labels in "
+                  f"{info.root / 'classes.json'}, boxes in {info.root / 'boxes.csv'}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -186,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=cmd_models)
 
-    data = sub.add_parser("data", help="data tools: the synthetic patch task, the colour baseline")
+    data = sub.add_parser("data", help="data tools: the synthetic patch task, the colour baseline, detection "
+                          "scenes and patches")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("synth", help="write the synthetic patch task as OUT/{train,val}/<class>/*.png")
     p.add_argument("out", help="output folder (new or empty; rerun with the same options to finish an interrupted run)")
@@ -197,6 +254,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes drawing images (output is the same)")
     p.set_defaults(func=cmd_data_synth)
+    p = data_sub.add_parser("scenes", help="write synthetic detection scenes: OUT/{train,val}/*.png and COCO "
+                            "OUT/annotations/{train,val}.json")
+    p.add_argument("out", help="output folder (new or empty; rerun with the same options to finish an interrupted run)")
+    p.add_argument("--train", type=int, default=100, help="training scenes (default 100)")
+    p.add_argument("--val", type=int, default=20, help="validation scenes (default 20)")
+    p.add_argument("--size", type=int, default=512, help="scene side in pixels (default 512)")
+    p.add_argument("--classes", type=int, default=5, help="K shape categories (default 5)")
+    p.add_argument("--objects", type=_int_pair, default=(4, 12), metavar="MIN,MAX",
+                   help="objects drawn per scene, inclusive (default 4,12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes drawing scenes (output is the same)")
+    p.set_defaults(func=cmd_data_scenes)
+    p = data_sub.add_parser("patches", help="cut a COCO detection split into an ImageNet-layout patch folder "
+                            "OUT/<category>/*.png + OUT/background/*.png (one split per run)")
+    p.add_argument("--coco", required=True, help="COCO detection annotations (e.g. annotations/train.json)")
+    p.add_argument("--images", required=True, help="folder holding the images the COCO file lists (file_name)")
+    p.add_argument("--out", required=True, help="the SPLIT folder to write, e.g. DATA/train; run again with "
+                   "val.json into DATA/val so that DATA is a training root")
+    p.add_argument("--size", type=int, default=79, help="patch side in pixels: the model's input size (default 79)")
+    p.add_argument("--context", type=int, default=16, help="context pixels per side at the patch scale (default 16)")
+    p.add_argument("--neg-ratio", type=int, default=3, help="background patches per positive patch, per image (default 3)")
+    p.add_argument("--jitter", type=int, default=2, help="jittered copies (IoU >= 0.7) per ground-truth box (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_patches)
     p = data_sub.add_parser("baseline", help="colour-histogram logistic regression on ROOT/train, scored on ROOT/val")
     p.add_argument("root", help="dataset root holding train/ and val/")
     p.add_argument("--bins", type=int, default=8, help="histogram bins per channel (default 8)")
@@ -218,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", action="store_true", help="first export each run/checkpoint to every target and precision")
     p.add_argument("--calib", help="calibration images for --export (default: the recipe's training data)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="fold in rows measured on a device (bench JSON files)")
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 rows (by default fp32 artifacts also run in bf16 "
+                   "in OpenVINO and PyTorch where the CPU has native bf16)")
+    p.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero in the runners")
+    p.add_argument("--retry-contended", type=int, default=0, metavar="N",
+                   help="measure a row again, up to N times, when other processes used its cores")
+    p.add_argument("--floors", action="store_true", help="measure this CPU's compute floors; add floor columns")
     p.add_argument("--allow-failed", action="store_true", help="exit 0 even when some rows failed")
     p.set_defaults(func=cmd_bench)
 

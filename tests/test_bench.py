@@ -25,6 +25,7 @@ from edgeinc.bench import (
     read_bench_json,
     summarize_latencies,
 )
+from edgeinc.utils.cpu import bf16_unavailable_reason
 from export_helpers import CLASSES, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,29 +69,128 @@ def test_pareto_front():
 def test_bench_checkpoint_and_onnx_rows(tiny, tmp_path):
     out = tmp_path / "report"
     report = bench([tiny["run"], tiny["onnx"]], data=tiny["data"], out=out, **FAST)
-    by = {(r.format, r.backend, r.batch): r for r in report.rows}
-    assert set(by) == {(f, b, n) for f, b in [("torch", "torch"), ("onnx", "onnxruntime"), ("onnx", "openvino")] for n in (1, 2)}
+    by = {(r.format, r.backend, r.precision, r.batch): r for r in report.rows}
+    runs = [("torch", "torch", "fp32"), ("torch", "torch", "bf16"), ("onnx", "onnxruntime", "fp32"),
+            ("onnx", "openvino", "fp32"), ("onnx", "openvino", "bf16")]
+    assert set(by) == {(*run, n) for run in runs for n in (1, 2)}
+    no_bf16 = bf16_unavailable_reason()
+    optional = {"reason", "parent", "top1_drop", "speedup", "size_ratio", "floor_ms", "vs_floor", "below_floor", "emulated"}
     for r in report.rows:
+        if r.precision == "bf16" and no_bf16:  # an AVX2-only CPU: the row says why instead of measuring
+            assert r.status == "skipped" and "no native bfloat16" in r.reason and r.mean_ms is None
+            continue
         assert r.status == "ok", r.reason
+        assert r.executed == r.precision and r.denormals == "flushed"  # read back from the runtime
         # every column is filled (the deltas of the PyTorch row itself, its own parent, excepted)
-        filled = r.model_dump(exclude={"reason", "parent", "top1_drop", "speedup", "size_ratio"})
+        filled = r.model_dump(exclude=optional)
         assert all(v is not None for v in filled.values()), filled
-        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms and 0 <= r.other_cpu_share
         assert r.runs == 3 and r.threads >= 1 and r.peak_mem_mb > 0 and r.images_scored == 12  # --max-images
-    torch_row, onnx_row = by[("torch", "torch", 1)], by[("onnx", "onnxruntime", 1)]
+    torch_row, onnx_row = by[("torch", "torch", "fp32", 1)], by[("onnx", "onnxruntime", "fp32", 1)]
     assert onnx_row.parent == "torch/torch fp32" and onnx_row.speedup == pytest.approx(torch_row.mean_ms / onnx_row.mean_ms)
     assert onnx_row.top1 == pytest.approx(torch_row.top1) and onnx_row.top1_drop == pytest.approx(0.0)
     assert onnx_row.params == torch_row.params and onnx_row.macs == torch_row.macs
-    assert by[("onnx", "onnxruntime", 2)].images_per_s > 0
+    assert by[("onnx", "openvino", "bf16", 1)].parent == ("onnx/openvino fp32" if not no_bf16 else None)
+    assert by[("onnx", "onnxruntime", "fp32", 2)].images_per_s > 0
     # files: JSON with the schema, CSV with every column, Markdown with baselines, the plot
     data = json.loads((out / "bench.json").read_text())
-    assert data["schema"] == SCHEMA and len(data["rows"]) == 6
+    assert data["schema"] == SCHEMA and len(data["rows"]) == 10
     assert data["header"]["machine"]["cpu"] and data["header"]["threads"] >= 1
+    assert data["header"]["machine"]["cpu_class"].startswith(("x86", "arm64"))
     header_line = (out / "bench.csv").read_text().splitlines()[0]
     assert header_line.split(",") == list(BenchRow.model_fields)
     markdown = (out / "bench.md").read_text()
-    assert "paper Table 2" in markdown and "75.20" in markdown and "Machine:" in markdown
+    assert "paper Table 2" in markdown and "75.20" in markdown and "Machine:" in markdown and "| executed |" in markdown
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bf16_rows_are_skipped_with_the_reason_on_a_cpu_without_bf16(tiny, monkeypatch):
+    from edgeinc.bench import core
+
+    monkeypatch.setattr(core, "bf16_unavailable_reason", lambda: "this CPU has no native bfloat16 (test)")
+    report = bench([tiny["onnx"]], warmup=1, runs=1, batches=(1,))
+    rows = {(r.backend, r.precision): r for r in report.rows}
+    assert rows[("openvino", "bf16")].status == "skipped" and "no native bfloat16" in rows[("openvino", "bf16")].reason
+    assert rows[("openvino", "fp32")].status == "ok" and rows[("openvino", "fp32")].executed == "fp32"
+    assert any("skipped" in note for note in report.notes())
+    assert {r.precision for r in bench([tiny["onnx"]], warmup=1, runs=1, bf16=False).rows} == {"fp32"}
+
+
+def test_a_busy_process_on_the_measured_core_marks_the_measurement_contended():
+    import os
+    import time
+
+    from edgeinc.bench.contention import CONTENDED_SHARE, CpuWatch
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    busy = subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                             "end = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        with CpuWatch([cpu]) as watch:
+            time.sleep(1.0)  # this process is idle: every busy tick of that core is someone else's
+    finally:
+        busy.kill()
+        busy.wait()
+    assert watch.result is not None and watch.result.share > 0.5 > CONTENDED_SHARE and watch.result.contended
+
+
+def test_rows_faster_than_their_floor_are_flagged_not_given_a_ratio():
+    from edgeinc.bench.floors import Floors, KernelRate, apply_floors
+
+    floors = Floors(threads=2, measured=[KernelRate("int8", "openvino", "conv", macs=10**9, seconds=0.01),  # 100 GMAC/s
+                                         KernelRate("fp32", "torch", "matmul", macs=10**9, seconds=0.02)])
+    rows = [BenchRow(artifact="a", format="onnx", status="ok", batch=1, macs=10**9, p50_ms=p50, precision="int8",
+                     executed=ex, executed_ops=ops)
+            for p50, ex, ops in ((15.0, "int8", {"int8": 94}), (5.0, "int8", {"int8": 94}), (30.0, "fp32", {"fp32": 94}))]
+    apply_floors(rows, floors)
+    assert rows[0].floor_ms == pytest.approx(10.0) and rows[0].vs_floor == pytest.approx(1.5) and not rows[0].below_floor
+    assert rows[1].below_floor and rows[1].vs_floor is None  # 5 ms < the 10 ms floor: a measurement error
+    assert rows[2].floor_ms == pytest.approx(20.0)  # the floor of the precision the runtime executed
+    markdown = BenchReport(rows, {"machine": {"cpu": "x", "arch": "x86_64", "cpu_flags": [], "usable_cpus": 2, "gpu": None,
+                                              "os": "Linux", "python": "3.11", "libraries": {}},
+                                  "threads": 2, "batches": [1], "warmup": 1, "runs": 1, "min_time": None,
+                                  "created": "now"}).to_markdown()
+    assert "below floor: measurement error" in markdown and "1.50x" in markdown
+
+
+def test_isa_peak_follows_the_cpu_flags(monkeypatch):
+    from edgeinc.bench import floors
+    from edgeinc.utils import cpu
+
+    monkeypatch.setattr(floors, "cpuinfo", lambda: {"cpu MHz": "2000.0"})
+    monkeypatch.setattr(floors, "all_flags", lambda: frozenset({"avx2", "fma"}))
+    peak = floors.isa_peak(2)
+    assert peak["fp32"]["gmacs_per_s"] == pytest.approx(2 * 2.0 * 16) and "bf16" not in peak
+    monkeypatch.setattr(floors, "all_flags", lambda: frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}))
+    peak = floors.isa_peak(2)
+    assert peak["fp32"]["gmacs_per_s"] == pytest.approx(128) and peak["int8"]["gmacs_per_s"] == pytest.approx(512)
+    assert peak["bf16"]["gmacs_per_s"] == pytest.approx(256)
+    monkeypatch.setattr(cpu, "all_flags", lambda: frozenset({"avx2", "fma"}))
+    assert cpu.cpu_class() == "x86-avx2" and cpu.bf16_unavailable_reason() is not None
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_int8_floor_kernel_runs_on_int8_kernels(runtime, tmp_path):
+    """A floor measured on a kernel that silently runs in float would be no int8 floor."""
+    from edgeinc.bench.floors import _conv_graph
+    from edgeinc.runtime.backends import openvino_executed, ort_executed
+
+    graph = _conv_graph((1, 32, 32, 9, (3, 3)), int8=True)
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        executed = ort_executed(tmp_path / "optimized.onnx")
+    else:
+        import openvino as ov
+
+        core = ov.Core()
+        executed = openvino_executed(core.compile_model(core.read_model(graph, b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
+    assert executed.ops == {"int8": 1}, executed
 
 
 def test_broken_artifact_and_missing_runtime_become_status_rows(tiny, tmp_path, monkeypatch):
@@ -193,7 +293,8 @@ def test_cli_bench(tiny, tmp_path, capsys):
     code = main(["bench", str(tiny["onnx"]), "--runs", "2", "--warmup", "1", "--out", str(tmp_path / "cli"),
                  "--data", str(tiny["data"]), "--max-images", "6"])
     printed = capsys.readouterr().out
-    assert code == 0 and "| inception_v3_79 | onnx | onnxruntime | fp32 | 1 | ok |" in printed
+    assert code == 0 and "| inception_v3_79 | onnx | onnxruntime | fp32 | fp32 | 1 | ok |" in printed
+    assert "| inception_v3_79 | onnx | openvino | bf16 |" in printed  # measured, or skipped with the reason
     assert (tmp_path / "cli" / "bench.json").is_file()
     assert main(["bench", str(tmp_path / "missing")]) == 2
 

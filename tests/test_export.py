@@ -164,6 +164,29 @@ def test_compare_logits_gates():
     assert not compare_logits(ref, ref * np.nan, TOLERANCES["int8"], "x")["passed"]
 
 
+def test_parity_gate_judges_agreement_only_on_decisive_images():
+    rng = np.random.default_rng(0)
+    # a random-weight model's near-flat logits, and an fp16 run of it: rounding noise well inside the
+    # error bound swaps many near-tied top-1s, which says nothing about the export (issue 9)
+    flat = (5 + rng.normal(0, 0.05, (64, 1000))).astype(np.float32)
+    fp16 = flat + rng.normal(0, 0.005 * np.abs(flat).max(), flat.shape).astype(np.float32)
+    figures = compare_logits(flat, fp16, TOLERANCES["fp16"], "fp16")
+    assert figures["top1_agreement"] < 0.95 and figures["decisive_images"] == 0 and figures["passed"], figures
+    # the same noise on logits that separate the classes: every decisive top-1 must hold
+    clear = flat.copy()
+    clear[np.arange(64), rng.integers(0, 1000, 64)] += 5
+    assert compare_logits(clear, clear + (fp16 - flat), TOLERANCES["fp16"], "fp16")["decisive_images"] == 64
+    flipped = clear.copy()
+    flipped[:16] = np.roll(clear[:16], 1, axis=1)  # 16 decisive decisions changed
+    bad = compare_logits(clear, flipped, TOLERANCES["int8"], "int8")
+    assert not bad["passed"] and bad["decisive_top1_agreement"] == pytest.approx(48 / 64)
+    assert "top-1 agreement 0.750 < 0.8 on the 64 images with a decisive top-1" in bad["problems"][0]
+    # INT8 has no error bound: with nothing decisive it cannot be judged, unless its bar is 0
+    unjudged = compare_logits(flat, fp16, TOLERANCES["int8"], "int8")
+    assert not unjudged["passed"] and "cannot be judged" in unjudged["problems"][0]
+    assert compare_logits(flat, fp16, type(TOLERANCES["int8"])(None, 0.0, 0.1), "int8")["passed"]
+
+
 def test_tampered_onnx_fails_parity_and_leaves_nothing(ws, monkeypatch):
     from edgeinc.export import onnx_target
 

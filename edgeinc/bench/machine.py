@@ -7,35 +7,12 @@ import os
 import platform
 from functools import cache
 
-# CPU features that decide which kernels run (INT8 gains much with VNNI / Arm dot-product, little without).
-_INTERESTING_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-    "avx512_bf16", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "i8mm", "sve", "bf16",
-)
+from ..utils.cpu import cpu_class, cpu_flags, cpuinfo, usable_cpus
+
 LIBRARIES = (
     "edgeinc", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxslim", "nncf", "onnx2tf",
     "tensorflow-cpu", "ai-edge-litert", "tflite-runtime", "openvino", "tensorrt", "timm",
 )
-
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "flags", "Features", "Hardware", "CPU part") and key not in info:
-                    info[key] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-def cpu_flags() -> list[str]:
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    return [f for f in _INTERESTING_FLAGS if f in flags]
 
 
 def library_versions() -> dict[str, str]:
@@ -61,13 +38,14 @@ def gpu_name() -> str | None:
 
 @cache
 def machine_info() -> dict:
-    info = _cpuinfo()
+    info = cpuinfo()
     return {
         "cpu": info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine(),
         "arch": platform.machine(),
+        "cpu_class": cpu_class(),
         "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cpus": len(usable_cpus()),
         "gpu": gpu_name(),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -80,7 +58,7 @@ def describe(info: dict | None = None) -> str:
     info = info or machine_info()
     libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
     return (
-        f"**Machine:** {info['cpu']} ({info['arch']}, {info['usable_cpus']} usable CPUs; "
+        f"**Machine:** {info['cpu']} ({info['arch']}, class {info.get('cpu_class', '?')}, {info['usable_cpus']} usable CPUs; "
         f"flags: {' '.join(info['cpu_flags']) or 'n/a'}); GPU: {info['gpu'] or 'none'}; {info['os']}; "
         f"Python {info['python']}.  \n**Libraries:** {libs}."
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .contention import CpuWatch, pin_threads
 from .timing import measure_latency
 
 
@@ -36,6 +37,9 @@ class MeasureSpec:
     data: str | None = None  # an ImageNet-layout split folder (class folders) for top-1 / top-5
     max_images: int | None = None  # cap on images scored (None: all)
     device: str = "cpu"  # for the PyTorch runner
+    precision: str | None = None  # None: the artifact's own; "bf16": the runtime option (OpenVINO, PyTorch)
+    flush_denormals: bool = True
+    pin: bool = True  # pin the measuring process to ``threads`` CPUs where the OS allows it
     extra: dict[str, Any] = field(default_factory=dict)  # runner options (e.g. OpenVINO's hint)
 
 
@@ -128,35 +132,46 @@ def measure(spec: MeasureSpec) -> dict[str, Any]:
     kwargs = dict(spec.extra)
     if spec.backend in (None, "torch") and Path(spec.path).suffix in ("", ".safetensors") and spec.device != "cpu":
         kwargs["device"] = spec.device
-    runner = load_runner(spec.path, backend=spec.backend, threads=spec.threads, **kwargs)
+    runner = load_runner(spec.path, backend=spec.backend, threads=spec.threads, precision=spec.precision,
+                         flush_denormals=spec.flush_denormals, **kwargs)
     variant = variant_for(runner)
     images = sample_images(variant, max(spec.batches), spec.data)
-    result: dict[str, Any] = {"backend": runner.name, "latency": {}, "input": runner.input}
+    result: dict[str, Any] = {"backend": runner.name, "latency": {}, "input": runner.input,
+                              "precision": runner.precision, "executed": runner.executed.to_dict(),
+                              "flush_denormals": runner.flush_denormals}
     for batch in spec.batches:
         prepared = runner.prepare(images[:batch])
-        stats = measure_latency(
-            lambda: runner.run(prepared), batch=batch, warmup=spec.warmup, runs=spec.runs, min_time=spec.min_time,
-            synchronize=getattr(runner, "synchronize", None),
-        )
+        with CpuWatch() as watch:
+            stats = measure_latency(
+                lambda: runner.run(prepared), batch=batch, warmup=spec.warmup, runs=spec.runs, min_time=spec.min_time,
+                synchronize=getattr(runner, "synchronize", None),
+            )
         result["latency"][batch] = stats.to_dict()
+        if watch.result is not None:
+            result["latency"][batch].update(other_cpu_share=watch.result.share, contended=watch.result.contended)
     result["peak_mem_mb"] = peak_rss_mb()  # before scoring, whose batches would inflate it
     if spec.data is not None:
         result["accuracy"] = score(runner, variant, spec.data, spec.max_images)
     return result
 
 
-def _child(spec: MeasureSpec, queue) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+def _child(fn, args: tuple, threads: int, pin: bool, queue) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if pin:
+        pin_threads(threads)  # before any runtime starts its thread pool
     try:
-        queue.put({"ok": True, **measure(spec)})
+        queue.put({"ok": True, **fn(*args)})
     except BaseException as e:  # reported as a "run failed" row with the reason
         queue.put({"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
 
 
-def measure_in_subprocess(spec: MeasureSpec, timeout: float | None = None) -> dict[str, Any]:
+def run_in_subprocess(fn, args: tuple, threads: int, pin: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    """``fn(*args)`` (a dict) in a fresh spawned process with ``threads`` threads, pinned to as many
+    CPUs: ``{"ok": True, **result}``, or ``{"ok": False, "error": ...}`` when it raised, crashed or
+    ran past ``timeout`` seconds."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(spec, queue), daemon=True)
+    proc = ctx.Process(target=_child, args=(fn, args, threads, pin, queue), daemon=True)
     proc.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     result = None
@@ -174,3 +189,7 @@ def measure_in_subprocess(spec: MeasureSpec, timeout: float | None = None) -> di
         why = f"timed out after {timeout:.0f} s" if timeout else f"the runtime process died (exit code {proc.exitcode})"
         return {"ok": False, "error": why}
     return result
+
+
+def measure_in_subprocess(spec: MeasureSpec, timeout: float | None = None) -> dict[str, Any]:
+    return run_in_subprocess(measure, (spec,), spec.threads, spec.pin, timeout)

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..utils.io import atomic_open, atomic_write_json, atomic_write_text
 from .baselines import Baseline, paper_baselines
+from .contention import CONTENDED_SHARE
 from .machine import describe
 
 SCHEMA = "edgeinc.bench/1"
-Status = Literal["ok", "export failed", "run failed"]
+Status = Literal["ok", "export failed", "run failed", "skipped"]
 
 
 class BenchRow(BaseModel):
@@ -29,7 +30,10 @@ class BenchRow(BaseModel):
     variant: str | None = None
     format: str  # torch | onnx | tflite | tensorrt
     backend: str | None = None  # the runner: torch, onnxruntime, openvino, litert, tensorrt
-    precision: str | None = None
+    precision: str | None = None  # what the row asked for: the artifact's precision, or a runtime option (bf16)
+    executed: str | None = None  # what the runtime's kernels ran, read back from it ("int8 66 + fp32 29")
+    executed_ops: dict[str, int] | None = None  # conv / matmul layers by executed precision
+    denormals: str | None = None  # "flushed" | "kept" | "runtime default" (no switch)
     batch: int | None = None
     status: Status
     reason: str | None = None
@@ -47,6 +51,12 @@ class BenchRow(BaseModel):
     runs: int | None = None
     peak_mem_mb: float | None = None
     threads: int | None = None
+    other_cpu_share: float | None = None  # CPU time other processes took on the measured cores, fraction
+    contended: bool | None = None  # other_cpu_share above edgeinc.bench.contention.CONTENDED_SHARE
+    floor_ms: float | None = None  # multiply-adds x batch / the best kernel rate here for the executed precision
+    vs_floor: float | None = None  # p50 / floor (>= 1 unless the measurement is wrong)
+    below_floor: bool | None = None  # faster than the floor: a measurement error, flagged, ratio not shown
+    emulated: bool | None = None  # measured under an emulator (e.g. aarch64 under qemu): not a device latency
     sha256: str | None = None
     parent_sha256: str | None = None  # the checkpoint this artifact was exported from
     machine: str = "this machine"  # where the row was measured (merged device rows name theirs)
@@ -111,24 +121,36 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 COLUMNS: list[tuple[str, str, str]] = [  # (header, field, format)
     ("variant", "variant", ""), ("format", "format", ""), ("runtime", "backend", ""), ("precision", "precision", ""),
-    ("batch", "batch", ""), ("status", "status", ""), ("size MB", "size_mb", ".2f"), ("params", "params", ","),
-    ("GMACs", "macs", "gmacs"), ("top-1 %", "top1", ".2f"), ("top-5 %", "top5", ".2f"),
+    ("executed", "executed", ""), ("batch", "batch", ""), ("status", "status", ""), ("size MB", "size_mb", ".2f"),
+    ("params", "params", ","), ("GMACs", "macs", "gmacs"), ("top-1 %", "top1", ".2f"), ("top-5 %", "top5", ".2f"),
     ("mean ms", "mean_ms", ".2f"), ("p50 ms", "p50_ms", ".2f"), ("p90 ms", "p90_ms", ".2f"),
     ("p99 ms", "p99_ms", ".2f"), ("img/s", "images_per_s", ".1f"), ("peak MB", "peak_mem_mb", ".0f"),
-    ("threads", "threads", ""), ("vs", "parent", ""), ("top-1 drop", "top1_drop", "+.2f"),
-    ("speed-up", "speedup", ".2fx"), ("size ratio", "size_ratio", ".2fx"),
+    ("threads", "threads", ""), ("others' CPU", "other_cpu_share", "share"), ("vs", "parent", ""),
+    ("top-1 drop", "top1_drop", "+.2f"), ("speed-up", "speedup", ".2fx"), ("size ratio", "size_ratio", ".2fx"),
 ]
+FLOOR_COLUMNS: list[tuple[str, str, str]] = [("floor ms", "floor_ms", ".2f"), ("p50 / floor", "vs_floor", "floor")]
 
 
 def _cell(row: BenchRow, name: str, spec: str) -> str:
+    if spec == "floor" and row.below_floor:
+        return "below floor: measurement error"
     value = getattr(row, name)
     if value is None:
         return "-"
     if spec == "gmacs":
         return f"{value / 1e9:.2f}"
+    if spec == "share":
+        return f"{100 * value:.0f}%" + (" contended" if row.contended else "")
+    if spec == "floor":
+        return f"{value:.2f}x"
     if spec.endswith("x"):
         return f"{value:{spec[:-1]}}x"
-    return _fmt(value, spec)
+    text = _fmt(value, spec)
+    return f"{text} (emulated)" if name == "p50_ms" and row.emulated else text
+
+
+def _floor_text(dtype: str, best: dict) -> str:
+    return f"{dtype} {best['gmacs_per_s']:.1f} GMAC/s ({best['runtime']}, {best['kernel']})"
 
 
 @dataclass
@@ -150,13 +172,27 @@ class BenchReport:
             "merged": self.merged_headers,
         }
 
+    def columns(self) -> list[tuple[str, str, str]]:
+        return COLUMNS + (FLOOR_COLUMNS if any(r.floor_ms is not None for r in self.rows) else [])
+
     def notes(self) -> list[str]:
         notes = []
         if not any(r.top1 is not None for r in self.rows):
-            notes.append("top-1 / top-5: not measured (no `--data` folder given).")
-        failed = [r for r in self.rows if r.status != "ok"]
-        for r in failed:
-            notes.append(f"{r.artifact} ({r.label}): {r.status}: {r.reason}")
+            if self.header.get("data"):
+                notes.append(f"top-1 / top-5: no row was scored on {self.header['data']} (every row failed or was skipped).")
+            else:
+                notes.append("top-1 / top-5: not measured (no `--data` folder given).")
+        contended = [r for r in self.rows if r.contended]
+        if contended:
+            notes.append(f"{len(contended)} row(s) marked contended: other processes used more than "
+                         f"{100 * CONTENDED_SHARE:.0f}% of the measured cores during them; their latencies are pessimistic.")
+        if any(r.below_floor for r in self.rows):
+            notes.append("A row faster than its compute floor is a measurement error (flagged, no ratio shown).")
+        if any(r.emulated for r in self.rows):
+            notes.append("Latencies marked (emulated) were measured under an emulator: not device figures.")
+        for r in self.rows:
+            if r.status != "ok":
+                notes.append(f"{r.artifact} ({r.label}): {r.status}: {r.reason}")
         return notes
 
     def to_markdown(self) -> str:
@@ -167,13 +203,18 @@ class BenchReport:
             describe(h["machine"]),
             f"**Settings:** threads {h['threads']}, batch {', '.join(map(str, h['batches']))}, warm-up {h['warmup']}, "
             + (f"{h['runs']} runs" if h.get("runs") else f"at least {h['min_time']} s per measurement")
-            + f"; accuracy: {h.get('data') or 'not measured'} (single central crop); {h['created']}.",
+            + f"; accuracy: {h.get('data') or 'not measured'} (single central crop); denormals "
+            + ("flushed to zero" if h.get("flush_denormals", True) else "kept")
+            + ("; each measuring process pinned to its threads' CPUs" if h.get("pinned") else "")
+            + f"; {h['created']}.",
+            *([f"**Compute floors** (best kernel per precision here, {h['floors']['threads']} threads): "
+               + "; ".join(_floor_text(d, f) for d, f in h["floors"]["best"].items())] if h.get("floors") else []),
             "",
-            "| " + " | ".join(c[0] for c in COLUMNS) + " |",
-            "|" + "|".join("---" for _ in COLUMNS) + "|",
+            "| " + " | ".join(c[0] for c in self.columns()) + " |",
+            "|" + "|".join("---" for _ in self.columns()) + "|",
         ]
         for row in self.rows:
-            out.append("| " + " | ".join(_cell(row, name, spec) for _, name, spec in COLUMNS) + " |")
+            out.append("| " + " | ".join(_cell(row, name, spec) for _, name, spec in self.columns()) + " |")
         for merged in self.merged_headers:
             out.append("")
             out.append(f"Rows measured on **{merged['machine_label']}** (merged from {merged['file']}): {describe(merged['machine'])}")

@@ -1,4 +1,5 @@
-"""Data: ImageNet-layout folders, Inception preprocessing (CPU or on the GPU), the synthetic patch task."""
+"""Data: ImageNet-layout folders, Inception preprocessing (CPU or on the GPU), the synthetic patch task and
+synthetic detection scenes (COCO format)."""
 
 from .baseline import colour_histogram_baseline, colour_histograms
 from .folder import (
@@ -11,12 +12,14 @@ from .folder import (
     load_rgb,
     to_rgb,
 )
+from .scenes import SceneObject, ScenesInfo, claim_folder, render_scene, synthesize_scenes
 from .synth import BACKGROUND, SHAPE_NAMES, SynthInfo, render_patch, synthesize_patch_task
 from .transforms import TRAIN_RATIO, TRAIN_SCALE, CentralFractionCrop, build_transform, gpu_decode_batch
 
 __all__ = [
     "BACKGROUND", "IMAGE_EXTENSIONS", "SHAPE_NAMES", "TRAIN_RATIO", "TRAIN_SCALE",
-    "BadImageError", "CentralFractionCrop", "DataError", "ImageFolder", "SynthInfo",
-    "build_transform", "collate_skip_bad", "colour_histogram_baseline", "colour_histograms",
-    "find_split", "gpu_decode_batch", "load_rgb", "render_patch", "synthesize_patch_task", "to_rgb",
+    "BadImageError", "CentralFractionCrop", "DataError", "ImageFolder", "SceneObject", "ScenesInfo", "SynthInfo",
+    "build_transform", "claim_folder", "collate_skip_bad", "colour_histogram_baseline", "colour_histograms",
+    "find_split", "gpu_decode_batch", "load_rgb", "render_patch", "render_scene", "synthesize_patch_task",
+    "synthesize_scenes", "to_rgb",
 ]

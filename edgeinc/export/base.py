@@ -70,19 +70,28 @@ def check_target(target: str, precision: str) -> TargetInfo:
 
 @dataclass
 class Tolerance:
-    """Parity gate. ``rtol`` is relative to the largest reference logit (None: no error bound); every
-    image whose reference top-1 leads its runner-up by more than twice the error bound must keep its
-    top-1, and the overall top-1 agreement must reach ``min_agreement``."""
+    """Parity gate, for random-weight and trained models alike.
+
+    ``rtol`` bounds the largest absolute logit error relative to the largest reference logit (None: no
+    error bound, INT8). Top-1 agreement is judged on *decisive* images only: those whose reference top-1
+    leads the runner-up by more than ``margin`` x the largest reference logit. Near-ties (the flat logits
+    of a random-weight model) swap under any rounding and say nothing about correctness: a correct fp16
+    export of such a model failed the old all-image agreement gate (0.917 < 0.95, issue 9). With the
+    error bound held, a decisive image cannot flip when ``margin >= 2 * rtol``."""
 
     rtol: float | None
     min_agreement: float
+    margin: float
 
 
-# fp16 stores weights/activations with 11-bit mantissas; INT8 is judged on agreement and accuracy.
+# fp16 and bf16 round to 11- and 8-bit mantissas: bf16 through the whole network (OpenVINO, PyTorch
+# autocast) was off by up to 11% of the largest logit on the test model, with every top-1 kept.
+# INT8 is judged on agreement (and on accuracy, by the report).
 TOLERANCES = {
-    "fp32": Tolerance(rtol=1e-3, min_agreement=0.99),
-    "fp16": Tolerance(rtol=3e-2, min_agreement=0.95),
-    "int8": Tolerance(rtol=None, min_agreement=0.8),
+    "fp32": Tolerance(rtol=1e-3, min_agreement=0.99, margin=2e-3),
+    "fp16": Tolerance(rtol=3e-2, min_agreement=0.95, margin=6e-2),
+    "bf16": Tolerance(rtol=0.15, min_agreement=0.95, margin=0.3),
+    "int8": Tolerance(rtol=None, min_agreement=0.8, margin=0.1),
 }
 
 
@@ -90,35 +99,44 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, tolerance: Tole
     """Parity figures of ``candidate`` against ``reference`` logits; ``passed`` says if the gate held."""
     if reference.shape != candidate.shape:
         raise ParityError(f"{what}: output shape {candidate.shape} differs from the reference {reference.shape}")
+    finite = bool(np.isfinite(candidate).all())
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     scale = float(np.abs(reference).max()) or 1.0
-    ref_top1, cand_top1 = reference.argmax(1), candidate.argmax(1)
-    agree = ref_top1 == cand_top1
+    agree = reference.argmax(1) == candidate.argmax(1)
+    if reference.shape[1] > 1:
+        top2 = np.sort(reference, axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > tolerance.margin * scale
+    else:
+        decisive = np.zeros(len(reference), bool)
+    k = min(5, reference.shape[1])
+    ref_topk, cand_topk = np.argsort(-reference, 1)[:, :k], np.argsort(-candidate, 1)[:, :k]
     figures: dict[str, Any] = {
         "images": int(len(reference)),
-        "max_abs_error": float(diff.max()) if np.isfinite(diff).all() else float("inf"),
-        "mean_abs_error": float(diff.mean()) if np.isfinite(diff).all() else float("inf"),
+        "max_abs_error": float(diff.max()) if finite else float("inf"),
+        "mean_abs_error": float(diff.mean()) if finite else float("inf"),
         "reference_max_abs_logit": scale,
+        "max_rel_error": float(diff.max()) / scale if finite else float("inf"),
         "top1_agreement": float(agree.mean()),
-        "tolerance": {"rtol": tolerance.rtol, "min_agreement": tolerance.min_agreement},
+        "decisive_images": int(decisive.sum()),
+        "decisive_top1_agreement": float(agree[decisive].mean()) if decisive.any() else None,
+        f"top{k}_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_topk, cand_topk)])),
+        "tolerance": {"rtol": tolerance.rtol, "min_agreement": tolerance.min_agreement, "margin": tolerance.margin},
     }
     problems = []
-    if not np.isfinite(candidate).all():
+    if not finite:
         problems.append("non-finite outputs")
     if tolerance.rtol is not None:
         bound = tolerance.rtol * scale
         figures["max_abs_error_bound"] = bound
         if figures["max_abs_error"] > bound:
             problems.append(f"max abs error {figures['max_abs_error']:.3g} > {bound:.3g} ({tolerance.rtol:g} x max |logit|)")
-        top2 = np.sort(reference, axis=1)[:, -2:] if reference.shape[1] > 1 else None
-        if top2 is not None:
-            confident = (top2[:, 1] - top2[:, 0]) > 2 * bound
-            flipped = int((~agree & confident).sum())
-            figures["confident_top1_flips"] = flipped
-            if flipped:
-                problems.append(f"{flipped} image(s) changed a clear top-1 decision")
-    if figures["top1_agreement"] < tolerance.min_agreement:
-        problems.append(f"top-1 agreement {figures['top1_agreement']:.3f} < {tolerance.min_agreement}")
+    if figures["decisive_top1_agreement"] is not None:
+        if figures["decisive_top1_agreement"] < tolerance.min_agreement:
+            problems.append(f"top-1 agreement {figures['decisive_top1_agreement']:.3f} < {tolerance.min_agreement} on the "
+                            f"{figures['decisive_images']} images with a decisive top-1")
+    elif tolerance.rtol is None and tolerance.min_agreement > 0:
+        problems.append(f"no image has a decisive top-1 (margin > {tolerance.margin:g} x max |logit|): "
+                        "agreement cannot be judged on these inputs; use images the model separates")
     figures["passed"] = not problems
     if problems:
         figures["problems"] = problems
@@ -186,7 +204,7 @@ class ExportContext:
         """The parity gate; ``int8_min_agreement`` overrides INT8's top-1 agreement bar."""
         tol = TOLERANCES[precision]
         if precision == "int8" and self.options.get("int8_min_agreement") is not None:
-            return Tolerance(tol.rtol, float(self.options["int8_min_agreement"]))
+            return Tolerance(tol.rtol, float(self.options["int8_min_agreement"]), tol.margin)
         return tol
 
     def calibration(self) -> ImageBatch:

@@ -5,12 +5,13 @@ Each backend is imported when a runner is created, with an error naming the extr
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import RUNNERS, ManifestRunner, RunnerInfo, RuntimeUnavailableError, dequantize, quantize
+from .base import RUNNERS, Executed, ManifestRunner, RunnerInfo, RuntimeUnavailableError, dequantize, quantize, requested_precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -18,21 +19,37 @@ from .base import RUNNERS, ManifestRunner, RunnerInfo, RuntimeUnavailableError, 
 # ---------------------------------------------------------------------------------------------
 
 
-@RUNNERS.register("torch", meta=RunnerInfo(("torch",), "PyTorch eager, fp32 (the checkpoint itself)", "core"))
+TORCH_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
+
+
+@RUNNERS.register("torch", meta=RunnerInfo(("torch",), "PyTorch eager (the checkpoint itself); bf16: CPU/CUDA autocast",
+                                           "core", runtime_precisions=("bf16",)))
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, path: Path, manifest: Any = None, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, path: Path, manifest: Any = None, threads: int | None = None, device: str = "cpu",
+                 precision: str | None = None, flush_denormals: bool = True) -> None:
         import torch
 
         from ..models import load_source
 
         if threads:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-model setting
+        # Set before the first forward, so the intra-op threads it starts inherit the FPU mode. Denormals
+        # cost 6x on a random-weight model (373 vs 61 ms, issue 9) and change no decision.
+        # (process-wide, like the thread count).
+        self.flush_denormals = bool(flush_denormals) and torch.set_flush_denormal(bool(flush_denormals))
         self.source = load_source(path)
         self.model = self.source.model.eval().to(device)
         self.device = device
         self.threads = threads
+        if device == "cpu":
+            self.precision = requested_precision(self.name, "fp32", precision)
+        elif precision in (None, "fp32") or (precision == "bf16" and torch.cuda.is_bf16_supported()):
+            self.precision = precision or "fp32"
+        else:
+            raise RuntimeUnavailableError(f"torch on {device} cannot run {precision}")
+        self._autocast = torch.bfloat16 if self.precision == "bf16" else None
         variant = self.model.variant
         self.labels = self.source.labels or [str(i) for i in range(self.model.num_classes)]
         self.input = {"name": "input", "shape": ["batch", 3, variant.input_size, variant.input_size],
@@ -40,6 +57,29 @@ class TorchRunner:
         self.preprocessing = {"input_size": variant.input_size, "mean": list(variant.mean), "std": list(variant.std),
                               "crop_fraction": variant.crop_fraction, "interpolation": variant.interpolation}
         self.manifest = None
+        self.executed = self._read_back_precision()
+
+    def _read_back_precision(self) -> Executed:
+        """One forward on a small input with hooks recording the dtype each conv / linear layer produced."""
+        import torch
+
+        seen: list[str] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(TORCH_DTYPES.get(str(out.dtype), str(out.dtype))))
+                 for m in self.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        try:
+            size = self.model.variant.input_size
+            self._forward(torch.zeros(1, 3, size, size, device=self.device))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        how = "autocast(bfloat16)" if self._autocast is not None else "eager"
+        return Executed.count(seen, f"PyTorch {how}: output dtype of every Conv2d / Linear")
+
+    def _forward(self, x):
+        import torch
+
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=self._autocast, enabled=self._autocast is not None):
+            return self.model(x)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(images, dtype=np.float32)
@@ -47,11 +87,10 @@ class TorchRunner:
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(batch).to(self.device))
-            if self.device != "cpu":
-                torch.cuda.synchronize()
-            return out.float().cpu().numpy()
+        out = self._forward(torch.from_numpy(batch).to(self.device))
+        if self.device != "cpu":
+            torch.cuda.synchronize()
+        return out.float().cpu().numpy()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.run(self.prepare(images))
@@ -62,12 +101,40 @@ class TorchRunner:
 # ---------------------------------------------------------------------------------------------
 
 
+# ONNX Runtime's compute ops after graph optimization, by the precision they run in.
+ORT_INT8_OPS = {"QLinearConv", "ConvInteger", "QGemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
+                "DynamicQuantizeMatMul"}
+ORT_FLOAT_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+ONNX_FLOAT_TYPES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
+
+
+def ort_executed(optimized_model: Path) -> Executed:
+    """Precision of each conv / matmul in the graph ONNX Runtime actually runs (after its fusions and
+    the casts it inserts where a kernel has no fp16 version)."""
+    import onnx
+
+    model = onnx.load(str(optimized_model), load_external_data=False)
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)})
+    precisions = []
+    for node in model.graph.node:
+        if node.op_type in ORT_INT8_OPS:
+            precisions.append("int8")
+        elif node.op_type in ORT_FLOAT_OPS and len(node.input) > 1:
+            precisions.append(ONNX_FLOAT_TYPES.get(types.get(node.input[1], 1), "fp32"))
+    notes = ()
+    if any(n.op_type == "Cast" for n in model.graph.node):
+        notes = ("Cast nodes in the optimized graph: some tensors change precision at run time",)
+    return Executed.count(precisions, "ONNX Runtime optimized graph (conv / gemm / matmul nodes)", notes)
+
+
 @RUNNERS.register("onnxruntime", meta=RunnerInfo(("onnx",), "ONNX Runtime, CPU execution provider", "export"))
 class OnnxRuntimeRunner(ManifestRunner):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None) -> None:
-        super().__init__(path, manifest, threads)
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+                 flush_denormals: bool = True) -> None:
+        super().__init__(path, manifest, threads, precision)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -78,10 +145,16 @@ class OnnxRuntimeRunner(ManifestRunner):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise RuntimeUnavailableError(f"{path}: ONNX Runtime cannot load it ({e})") from e
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1" if flush_denormals else "0")
+        self.flush_denormals = flush_denormals
+        with tempfile.TemporaryDirectory(prefix="edgeinc-ort-") as tmp:
+            # The graph ONNX Runtime optimized is where the executed precision can be read back.
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:
+                raise RuntimeUnavailableError(f"{path}: ONNX Runtime cannot load it ({e})") from e
+            self.executed = ort_executed(Path(opts.optimized_model_filepath))
         self._input_name = self.session.get_inputs()[0].name
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -151,13 +224,33 @@ def litert_predict(path: Path, images: np.ndarray, threads: int | None = None) -
     return np.concatenate(outs)
 
 
+TFLITE_COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
+TFLITE_DTYPES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8", "int16": "int16"}
+
+
+def litert_executed(interpreter) -> Executed:
+    """Precision of each conv / fully connected op: the dtype of its input and weights tensors (an fp16
+    file's weights are DEQUANTIZEd to float32 at load, so its convs read float32)."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    precisions = []
+    for op in interpreter._get_ops_details():  # the interpreter's only op listing (used by LiteRT's own tools)
+        if op["op_name"] in TFLITE_COMPUTE_OPS:
+            inputs = [i for i in op["inputs"] if i >= 0][:2]
+            names = {TFLITE_DTYPES.get(np.dtype(tensors[i]["dtype"]).name, np.dtype(tensors[i]["dtype"]).name) for i in inputs}
+            precisions.append(names.pop() if len(names) == 1 else "+".join(sorted(names)))
+    return Executed.count(precisions, "LiteRT interpreter: input and weight dtypes of each conv / fully connected op")
+
+
 @RUNNERS.register("litert", meta=RunnerInfo(("tflite",), "LiteRT interpreter (XNNPACK), tflite_runtime fallback", "tflite"))
 class LiteRTRunner(ManifestRunner):
     name = "litert"
+    flush_denormals = None  # LiteRT has no switch for it
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None) -> None:
-        super().__init__(path, manifest, threads)
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+                 flush_denormals: bool = True) -> None:
+        super().__init__(path, manifest, threads, precision)
         self.interpreter = litert_interpreter(path, threads)
+        self.executed = litert_executed(self.interpreter)
         detail = self.interpreter.get_input_details()[0]
         if np.dtype(detail["dtype"]).name != self.input["dtype"]:
             raise RuntimeUnavailableError(
@@ -180,12 +273,33 @@ class LiteRTRunner(ManifestRunner):
 # ---------------------------------------------------------------------------------------------
 
 
-@RUNNERS.register("openvino", meta=RunnerInfo(("onnx",), "OpenVINO runtime, CPU plugin (reads the ONNX)", "openvino"))
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+OPENVINO_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
+OPENVINO_COMPUTE = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul"}
+
+
+def openvino_executed(compiled) -> Executed:
+    """Precision of each conv / fully connected layer in the compiled model's runtime graph (what the
+    CPU plugin executes: its ``runtimePrecision``), plus the inference precision it settled on."""
+    precisions = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) in OPENVINO_COMPUTE:
+            raw = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            precisions.append(OPENVINO_PRECISIONS.get(raw, raw))
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return Executed.count(precisions, "OpenVINO runtime model (runtimePrecision of each conv / fully connected layer)",
+                          (f"INFERENCE_PRECISION_HINT {hint}",))
+
+
+@RUNNERS.register("openvino", meta=RunnerInfo(("onnx",), "OpenVINO runtime, CPU plugin (reads the ONNX)", "openvino",
+                                              runtime_precisions=("bf16",)))
 class OpenVINORunner(ManifestRunner):
     name = "openvino"
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, hint: str = "LATENCY") -> None:
-        super().__init__(path, manifest, threads)
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None, hint: str = "LATENCY",
+                 precision: str | None = None, flush_denormals: bool = True) -> None:
+        super().__init__(path, manifest, threads, precision)
         flavour = (manifest.quantization or {}).get("flavour")
         if flavour == "tensorrt":
             # Measured: OpenVINO computes wrong outputs from ONNX Runtime's int8-activation Q/DQ graph.
@@ -197,14 +311,19 @@ class OpenVINORunner(ManifestRunner):
             import openvino as ov
         except ImportError:
             raise RuntimeUnavailableError("openvino is not installed: pip install 'edgeinc[openvino]'") from None
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        # The CPU plugin runs an fp32 model in bf16 wherever the CPU has bf16 unless told otherwise
+        # (TOOLCHAIN trap 10): the precision is always set explicitly, and read back below.
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[self.precision],
+                                  "CPU_DENORMALS_OPTIMIZATION": bool(flush_denormals)}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self.flush_denormals = flush_denormals
         try:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as e:
             raise RuntimeUnavailableError(f"{path}: OpenVINO cannot load it ({e})") from e
+        self.executed = openvino_executed(self.compiled)
         self.request = self.compiled.create_infer_request()
         self._output = self.compiled.output(0)
 
@@ -230,12 +349,38 @@ def tensorrt_available() -> tuple[bool, str]:
     return True, trt.__version__
 
 
+def tensorrt_executed(engine, trt, built_precision: str) -> Executed:
+    """Per-layer precisions from TensorRT's engine inspector (the ``Format/Datatype`` of each
+    convolution / GEMM layer's first input; recorded when the engine was built with detailed profiling
+    verbosity, as trt_engine.py does). Untested here: TensorRT is not installable in this workplace."""
+    import json
+
+    try:
+        layers = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+        layers = layers.get("Layers", []) if isinstance(layers, dict) else []
+    except Exception:  # an engine built without detailed verbosity lists names only
+        layers = []
+    precisions = []
+    for layer in layers:
+        kind = str(layer.get("LayerType", "")) if isinstance(layer, dict) else ""
+        if "Convolution" in kind or "Gemm" in kind or "MatrixMultiply" in kind:
+            fmt = str((layer.get("Inputs") or [{}])[0].get("Format/Datatype", "")).lower()
+            precisions.append(next((p for key, p in (("int8", "int8"), ("fp16", "fp16"), ("half", "fp16"),
+                                                     ("bf16", "bf16"), ("fp32", "fp32"), ("float", "fp32")) if key in fmt), "?"))
+    if not precisions:
+        return Executed({}, "TensorRT engine (per-layer precisions not recorded)",
+                        (f"strongly typed from the {built_precision} ONNX: TensorRT keeps the graph's types",))
+    return Executed.count(precisions, "TensorRT engine inspector (input datatype of each conv / GEMM layer)")
+
+
 @RUNNERS.register("tensorrt", meta=RunnerInfo(("tensorrt",), "TensorRT engine (10.x / 11.x), CUDA", "tensorrt"))
 class TensorRTRunner(ManifestRunner):
     name = "tensorrt"
+    flush_denormals = None
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None) -> None:
-        super().__init__(path, manifest, threads)
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+                 flush_denormals: bool = True) -> None:
+        super().__init__(path, manifest, threads, precision)  # GPU kernels: no denormal switch
         ok, why = tensorrt_available()
         if not ok:
             raise RuntimeUnavailableError(f"cannot run the TensorRT engine {path}: {why}")
@@ -259,6 +404,7 @@ class TensorRTRunner(ManifestRunner):
         self._out = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self._out_dtype = getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._out))).name)
         self.stream = torch.cuda.Stream()
+        self.executed = tensorrt_executed(self.engine, trt, self.precision)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -9,7 +9,8 @@ manifest's scale/zero point); ``run`` executes that native batch and returns flo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,10 +23,43 @@ class RuntimeUnavailableError(ValueError):
     """The backend's package (or device) is missing; the message says what to install."""
 
 
+@dataclass(frozen=True)
+class Executed:
+    """The precision a runtime's compute kernels actually run, read back from the runtime after the
+    model was loaded (never inferred from the file name): ``ops`` counts the convolutions and fully
+    connected / matmul layers by the precision they execute in (fp32, fp16, bf16, int8)."""
+
+    ops: dict[str, int]
+    source: str  # where it was read: "OpenVINO runtime model", "ONNX Runtime optimized graph", ...
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def main(self) -> str:
+        """The precision most compute layers run in ("unknown" when nothing could be read)."""
+        return max(self.ops, key=self.ops.get) if self.ops else "unknown"
+
+    @property
+    def summary(self) -> str:
+        """``int8``, or ``int8 66 + fp32 29`` when layers run in several precisions."""
+        if len(self.ops) <= 1:
+            return self.main
+        return " + ".join(f"{p} {n}" for p, n in sorted(self.ops.items(), key=lambda kv: -kv[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "ops": dict(self.ops), "source": self.source, "notes": list(self.notes)}
+
+    @classmethod
+    def count(cls, precisions: list[str], source: str, notes: tuple[str, ...] = ()) -> Executed:
+        return cls(dict(Counter(precisions)), source, notes)
+
+
 @runtime_checkable
 class Runner(Protocol):
     name: str  # the registry name of the backend
     threads: int | None
+    precision: str  # what this runner was asked to run: the artifact's precision, or a runtime option (bf16)
+    executed: Executed  # what the runtime actually runs, read back from it
+    flush_denormals: bool | None  # None: the runtime has no switch
     labels: list[str]
     input: dict[str, Any]  # name, shape, layout, dtype, quantization (the manifest's input spec)
     preprocessing: dict[str, Any]  # input_size, mean, std, crop_fraction, interpolation
@@ -42,6 +76,8 @@ class RunnerInfo:
     formats: tuple[str, ...]  # manifest formats it reads ("onnx", "tflite", "tensorrt", "torch")
     description: str
     extra: str  # the pip extra that installs it
+    # Precisions it can run an fp32 artifact in, beyond the artifact's own (a runtime option, not a file).
+    runtime_precisions: tuple[str, ...] = ()
 
 
 # name -> class(path: Path, manifest: Manifest | None, threads: int | None) -> Runner
@@ -77,15 +113,35 @@ def normalize(pixels: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
 
 
+def requested_precision(name: str, artifact_precision: str, precision: str | None) -> str:
+    """The precision a runner is asked to run: the artifact's own, or a runtime option such as bf16
+    for an fp32 artifact where the runtime and the CPU support it (else RuntimeUnavailableError)."""
+    from ..utils.cpu import bf16_unavailable_reason
+
+    if precision is None or precision == artifact_precision:
+        return artifact_precision
+    info: RunnerInfo = RUNNERS.meta(name)
+    if precision not in info.runtime_precisions or artifact_precision != "fp32":
+        raise RuntimeUnavailableError(
+            f"the {name} runner cannot run a {artifact_precision} artifact in {precision} "
+            f"(runtime precisions it offers for fp32 artifacts: {', '.join(info.runtime_precisions) or 'none'})"
+        )
+    if precision == "bf16" and (why := bf16_unavailable_reason()) is not None:
+        raise RuntimeUnavailableError(f"bf16 skipped: {why}; emulated bf16 would measure something else")
+    return precision
+
+
 class ManifestRunner:
     """Shared behaviour: layout/dtype conversion from the manifest, fixed-batch chunking."""
 
     name = "?"
+    flush_denormals: bool | None = None
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None) -> None:
+    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.threads = threads
+        self.precision = requested_precision(self.name, manifest.precision, precision)
         self.labels = list(manifest.labels)
         self.input = manifest.input.model_dump()
         self.output = manifest.output.model_dump()
