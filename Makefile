@@ -10,7 +10,7 @@ EXTRAS := dev,export,tflite,openvino,bench
 # seconds instead of minutes; edgeinc/export/tflite_target.py), hence --ignore-requires-python.
 EXTRA_NODEPS := tf-keras==2.21.0 onnx2tf==2.6.9
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean arm-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 # workers keep both cores busy; the export workspace's tests share one worker (tests/export_helpers.py).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+
+# The device runner and the TFLite models on aarch64 under qemu-user (root: debootstrap, chroot); minutes
+# the first time, then the root file system is cached. Not part of `make test` (deploy/README.md).
+arm-check: $(STAMP)
+	bash deploy/arm_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
