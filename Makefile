@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := dev,export,tflite,openvino,bench
+EXTRAS := dev,export,tflite,openvino,bench,detect
 # Pin whole stacks that conflict with ours; they run fine beside it (TOOLCHAIN.md traps 1, 2).
 # onnx2tf 2.x declares Python >= 3.12 but runs on 3.11 (its flatbuffer_direct back end: fp32 TFLite in
 # seconds instead of minutes; edgeinc/export/tflite_target.py), hence --ignore-requires-python.

@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -37,41 +36,18 @@ from edgeinc.bench import bench  # noqa: E402
 from edgeinc.bench.contention import CONTENDED_SHARE  # noqa: E402
 from edgeinc.bench.machine import describe  # noqa: E402
 from edgeinc.data import synthesize_patch_task  # noqa: E402
-from edgeinc.export import ExportError, export, load_manifest  # noqa: E402
-from edgeinc.models import create_model, get_variant, save_weights  # noqa: E402
-from edgeinc.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
-
-
-def make_run(variant: str, work: Path, calib: Path, labels: list[str]) -> Path:
-    """A full-width model with seeded random weights and BN statistics estimated on the patches."""
-    from edgeinc.data import ImageFolder, build_transform
-
-    run = work / variant / "run"
-    if (run / "model.safetensors").is_file():
-        return run
-    torch.manual_seed(0)
-    model = create_model(variant, num_classes=len(labels))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average
-    images = ImageFolder(calib / "train", transform=build_transform(get_variant(variant), train=False))
-    x = torch.stack([images[i][0] for i in range(0, len(images), max(1, len(images) // 32))][:32])
-    with torch.no_grad():
-        model.train()(x)
-    save_weights(model.eval(), run / "model.safetensors",
-                 metadata={"edgeinc.labels": labels, "edgeinc.recipe": {"data": {"root": str(calib)}}})
-    return run
+from edgeinc.export import ExportError, ManifestError, export, load_manifest  # noqa: E402
+from edgeinc.testing import calibrated_run  # noqa: E402
+from edgeinc.utils.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 
 
 def cached_export(run: Path, target: str, precision: str, out: Path, calib: Path) -> tuple[Path | None, str | None]:
     folder = out / f"{target}-{precision}"
     try:
         manifest, _ = load_manifest(folder)
-        from edgeinc.utils.io import sha256_file
-
-        if manifest.source["sha256"] == sha256_file(run / "model.safetensors"):
+        if manifest.source.sha256 == sha256_file(run / "model.safetensors"):
             return folder, None
-    except Exception:
+    except ManifestError:  # none yet, or from an older edgeinc
         pass
     try:
         # random weights: INT8 top-1 agreement with FP32 is reported, not gated (export_full_width.py does the same)
@@ -120,7 +96,8 @@ def main() -> int:
             paths += found
             print(f"{variant}: reusing {reused} and {len(found)} artifacts", flush=True)
             continue
-        run = make_run(variant, args.work, calib, labels)
+        # random weights, BN statistics estimated on the patches (the classifier stays random: latency only)
+        run = calibrated_run(variant, args.work / variant / "run", calib, labels=labels, fit_classifier=False)
         paths.append(run)
         for target, precision in targets:
             t0 = time.perf_counter()

@@ -73,24 +73,25 @@ def main() -> int:
         except TensorRTUnavailableError as e:
             result = e.result
         q = result.manifest.quantization
-        acc = q["accuracy"]
+        acc = q.accuracy
         rows.append({
-            "export": label, "file": result.artifact.name, "fp32_top1": acc["fp32"]["top1"], "fp32_top5": acc["fp32"]["top5"],
-            "int8_top1": acc["int8"]["top1"], "int8_top5": acc["int8"]["top5"], "top1_drop": acc["top1_drop_points"],
-            "images": acc["split"]["images"], "size_ratio": q["size"]["ratio"], "int8_mb": result.manifest.artifact_bytes / 1e6,
-            "kept_in_float": q.get("kept_in_float", []), "conversion_s": result.manifest.conversion["seconds"],
-            "runtime": acc.get("int8_runtime", "onnxruntime"),
+            "export": label, "file": result.artifact.name, "fp32_top1": acc.fp32.top1, "fp32_top5": acc.fp32.top5,
+            "int8_top1": acc.int8.top1, "int8_top5": acc.int8.top5, "top1_drop": acc.top1_drop_points,
+            "images": acc.split.images, "size_ratio": q.size.ratio, "int8_mb": result.manifest.artifact_bytes / 1e6,
+            "kept_in_float": q.kept_in_float, "conversion_s": result.manifest.conversion.seconds,
+            "runtime": acc.int8_runtime,
         })
         if target == "onnx" and not options:
             # the same NNCF Q/DQ file through OpenVINO
-            from edgeinc.export.base import accuracy
             from edgeinc.export.data import load_images
+            from edgeinc.models import get_variant
+            from edgeinc.scoring import accuracy
 
-            val = load_images(Path(acc["split"]["folder"]), _variant(result), None, result.manifest.labels)
-            logits = load_runner(result.directory, "openvino", threads=args.threads).predict(val.images)
-            ov = accuracy(logits, val.labels)
-            rows.append({**rows[-1], "export": "onnx int8 (NNCF PTQ) in OpenVINO", "int8_top1": ov["top1"],
-                         "int8_top5": ov["top5"], "top1_drop": rows[-1]["fp32_top1"] - ov["top1"], "runtime": "openvino"})
+            variant = get_variant(result.manifest.model.variant)
+            val = load_images(Path(acc.split.folder), variant, None, result.manifest.labels)
+            ov = accuracy(load_runner(result.directory, "openvino", threads=args.threads).predict(val.images), val.labels)
+            rows.append({**rows[-1], "export": "onnx int8 (NNCF PTQ) in OpenVINO", "int8_top1": ov.top1,
+                         "int8_top5": ov.top5, "top1_drop": rows[-1]["fp32_top1"] - ov.top1, "runtime": "openvino"})
     report = {"machine": machine_info(), "threads": args.threads, "run": str(run), "rows": rows}
     results = args.results
     results.mkdir(parents=True, exist_ok=True)
@@ -108,12 +109,6 @@ def main() -> int:
     (results / "quickstart_int8.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _variant(result):
-    from edgeinc.models import get_variant
-
-    return get_variant(result.manifest.model["variant"])
 
 
 if __name__ == "__main__":

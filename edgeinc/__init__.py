@@ -1,17 +1,18 @@
 """edgeinc: Inception-v3 and its low-resolution variants, from a training recipe to the edge device."""
 
-__version__ = "0.1.0"
+import importlib
 
-from .models import create_model, list_models  # noqa: E402
+__version__ = "0.1.0"
 
 __all__ = ["__version__", "create_model", "list_models"]
 
 
 def __getattr__(name: str):
-    # Heavy subpackages load on first use: ``edgeinc.export(...)``, ``edgeinc.train(...)`` (callable
-    # modules), ``edgeinc.runtime``.
-    if name in ("export", "runtime", "train"):
-        import importlib
-
+    # Everything loads on first use, so that `edgeinc --version` and the CLI's argument parsing do not
+    # import PyTorch: ``edgeinc.create_model``, ``edgeinc.export(...)`` and ``edgeinc.train(...)``
+    # (callable modules), ``edgeinc.runtime``, ``edgeinc.detect``.
+    if name in ("create_model", "list_models"):
+        return getattr(importlib.import_module(".models", __name__), name)
+    if name in ("export", "runtime", "train", "detect", "bench"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

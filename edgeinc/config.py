@@ -25,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RESOLVED_NAME = "recipe.resolved.yaml"
+# The shipped recipes live inside the package (a non-editable install has them too): `edgeinc train lowres`.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 class RecipeError(ValueError):
@@ -32,30 +34,41 @@ class RecipeError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every float must be finite: `--set train.lr=.inf` passed a `> 0` check and saved NaN weights.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class ModelSection(Section):
-    name: str = Field(description="registered model: inception_v3 | inception_v3_151 | inception_v3_79")
-    num_classes: int | None = Field(None, ge=1, description="null: the number of classes in the training data")
-    depth_multiplier: float = Field(1.0, gt=0)
-    min_depth: int = Field(16, ge=1)
+class ModelOptions(Section):
+    """How a registered model is built, beside its name and class count: the one set of options and
+    defaults shared by the recipe (``model:``), ``create_model``, the model itself and the metadata its
+    weights carry (so ``load_weights`` rebuilds it)."""
+
+    depth_multiplier: float = Field(1.0, gt=0, description="TF-slim: every width x this")
+    min_depth: int = Field(16, ge=1, description="TF-slim: no width below this")
     aux_logits: bool = True
     aux_bn: bool = Field(True, description="Table 3 'BN-auxiliary': batch-normalized aux classifier FC")
-    dropout: float = Field(0.2, ge=0, lt=1, description="TF-slim dropout_keep_prob 0.8")
-    stem: Literal["factorized", "7x7"] = "factorized"
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the classifier; TF-slim dropout_keep_prob 0.8")
+    stem: Literal["factorized", "7x7"] = Field("factorized", description="7x7: Table 3's Inception-v2 stem ablation")
+    in_chans: int = Field(3, ge=1)
+    input_size: int | None = Field(None, ge=16, description="null: the variant's; else the input side to train and "
+                                   "evaluate at (Table 2's naive baseline: inception_v3 fed 79-pixel patches)")
+
+
+class ModelSection(ModelOptions):
+    name: str = Field(description="registered model: inception_v3 | inception_v3_151 | inception_v3_79")
+    num_classes: int | None = Field(None, ge=1, description="null: the number of classes in the training data")
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from .models import MODELS
+        from .models import MODELS  # the registry imports this module for ModelOptions
 
         MODELS.entry(name)  # raises with the closest names suggested
         return name
 
-    def create_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``create_model`` (num_classes added by the caller)."""
-        return self.model_dump(exclude={"name", "num_classes"})
+    @property
+    def options(self) -> ModelOptions:
+        return ModelOptions(**self.model_dump(include=set(ModelOptions.model_fields)))
 
 
 class DataSection(Section):
@@ -77,6 +90,10 @@ class DataSection(Section):
 class TrainSection(Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(1600, ge=1, description="GLOBAL batch, summed over all processes (paper: 50 x 32)")
+    micro_batch_size: int | Literal["auto"] | None = Field(
+        "auto", description="images per forward/backward on each process; the global batch is accumulated from "
+        "micro-batches (BatchNorm normalises each, as each of the paper's replicas did over 32). auto: the whole "
+        "per-process batch on CPU; on CUDA the largest divisor that fits in memory. null: no accumulation")
     lr: float = Field(0.045, gt=0, description="learning rate at the global batch lr_reference_batch")
     lr_reference_batch: int = Field(1600, ge=1, description="lr is scaled by batch_size / lr_reference_batch")
     lr_decay: float = Field(0.94, gt=0, le=1)
@@ -103,7 +120,7 @@ class TrainSection(Section):
         "auto", description="auto: bf16 autocast on CUDA, else fp32; fp64: slow, for numerical checks"
     )
     channels_last: bool | Literal["auto"] = Field("auto", description="auto: on CUDA only")
-    compile: bool = False
+    compile: bool | Literal["auto"] = Field("auto", description="torch.compile the model; auto: on CUDA only")
     sync_bn: bool = False
     checkpoint_every_steps: int = Field(1000, ge=0, description="0: at epoch ends only")
     log_every_steps: int = Field(50, ge=1)
@@ -118,7 +135,7 @@ class TrainSection(Section):
 
 
 class Recipe(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     description: str = ""
     model: ModelSection
@@ -129,6 +146,10 @@ class Recipe(BaseModel):
     def _consistent(self) -> Recipe:
         if self.train.optimizer == "momentum" and self.train.momentum == 0:
             raise ValueError("train.momentum must be > 0 with optimizer 'momentum'")
+        micro = self.train.micro_batch_size
+        if isinstance(micro, int) and (micro < 1 or micro > self.train.batch_size):
+            raise ValueError(f"train.micro_batch_size must be between 1 and train.batch_size ({self.train.batch_size}), "
+                             f"got {micro}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,10 +172,29 @@ class Recipe(BaseModel):
 Origins = dict[tuple[str, ...], str]  # key path -> the file or "--set k=v" that set it
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """Name -> file of every recipe shipped with edgeinc (``ablations/2_rmsprop`` for the Table 3 chain)."""
+    return {str(p.relative_to(RECIPES_DIR).with_suffix("")): p for p in sorted(RECIPES_DIR.rglob("*.yaml"))}
+
+
+def find_recipe(name_or_path: str | os.PathLike) -> Path:
+    """A recipe file: an existing path, or the name of a shipped recipe (``lowres``, ``paper``, ...)."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 2:
+        return path
+    shipped = shipped_recipes()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    close = difflib.get_close_matches(str(name_or_path), list(shipped), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise RecipeError(f"{name_or_path}: no such recipe file, and not a shipped recipe ({hint}shipped: {', '.join(shipped)})")
+
+
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (following ``base:``), apply ``--set`` overrides and validate."""
+    """Read a YAML recipe (a path or a shipped recipe's name, following ``base:``), apply ``--set``
+    overrides and validate."""
     origins: Origins = {}
-    data = _read_with_bases(Path(path), origins, chain=())
+    data = _read_with_bases(find_recipe(path), origins, chain=())
     _apply_overrides(data, origins, overrides or [])
     return _validate(data, origins, str(path))
 
@@ -168,7 +208,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a text file in UTF-8 (byte {e.start}: {e.reason}); a recipe is YAML") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if data is None:

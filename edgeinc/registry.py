@@ -1,14 +1,18 @@
-"""One registry pattern for models, export targets and runners.
+"""One registry pattern for models, export targets, quantizers and runners.
 
-A registry maps a name to a builder (or class) plus a metadata object; an unknown name raises
-with the closest registered names suggested, and a duplicate name raises at import time.
+A registry maps a name to a builder (or class) plus a metadata object that declares what the entry
+supports, so a bad combination fails before any work; an unknown name raises with the closest
+registered names suggested, and a duplicate name raises at import time. An entry may name its object
+as ``"package.module:attribute"`` (``register_lazy``): the metadata is there at once (the CLI's
+choices, checks), the heavy module (PyTorch, ONNX, TensorFlow) is imported when the entry is used.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,11 +25,19 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
+@dataclass
 class Entry(Generic[T]):
     name: str
-    obj: T
+    _obj: T | None
     meta: Any = None
+    _path: str | None = field(default=None, repr=False)  # "module:attribute" of a lazy entry
+
+    @property
+    def obj(self) -> T:
+        if self._obj is None and self._path is not None:
+            module, _, attribute = self._path.partition(":")
+            self._obj = getattr(importlib.import_module(module), attribute)
+        return self._obj  # type: ignore[return-value]
 
 
 class Registry(Generic[T]):
@@ -37,12 +49,19 @@ class Registry(Generic[T]):
         """Decorator: ``@MODELS.register("inception_v3", meta=...)``."""
 
         def add(obj: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, obj, meta)
+            self._add(Entry(name, obj, meta))
             return obj
 
         return add
+
+    def register_lazy(self, name: str, path: str, meta: Any = None) -> None:
+        """``path`` = ``"package.module:attribute"``, imported on first use."""
+        self._add(Entry(name, None, meta, path))
+
+    def _add(self, entry: Entry[T]) -> None:
+        if entry.name in self._entries:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
+        self._entries[entry.name] = entry
 
     def entry(self, name: str) -> Entry[T]:
         try:

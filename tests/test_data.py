@@ -28,6 +28,8 @@ from edgeinc.data import (
     load_rgb,
     synthesize_patch_task,
 )
+from edgeinc.data.folder import EncodedBatch, EncodedImage
+from edgeinc.data.transforms import CROP_FIELDS, CropParams, Normalizer
 from edgeinc.models import get_variant
 
 V79 = get_variant("inception_v3_79")
@@ -178,6 +180,94 @@ def test_train_transform_crops_randomly_with_given_scale():
     assert a.shape == b.shape == (3, 79, 79) and not torch.equal(a, b)
     with pytest.raises(ValueError, match="scale"):
         build_transform(V79, train=True, scale=(0.5, 0.2))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_uint8_transform_then_batched_normaliser_is_the_float_transform_bit_for_bit(train):
+    """Workers ship uint8 and the device normalises the batch: the same numbers as the float transform."""
+    variant = dataclasses.replace(V79, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # not 0.5: no shortcut
+    images = [_noise(seed, size) for seed, size in enumerate([(90, 70), (300, 40), (64, 64), (120, 200)])]
+    floats, pixels = [], []
+    for seed, image in enumerate(images):
+        torch.manual_seed(seed)
+        floats.append(build_transform(variant, train=train)(image))
+        torch.manual_seed(seed)
+        pixels.append(build_transform(variant, train=train, normalize=False)(image))
+    batch = torch.stack(pixels)
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 79, 79) and type(batch) is torch.Tensor
+    normalised = Normalizer(variant.mean, variant.std)(batch)
+    assert normalised.dtype == torch.float32 and torch.equal(normalised, torch.stack(floats))
+    with pytest.raises(TypeError, match="uint8"):
+        Normalizer(variant.mean, variant.std)(normalised)
+    with pytest.raises(ValueError, match="zero"):
+        Normalizer((0.5,) * 3, (0.5, 0.0, 0.5))
+
+
+@pytest.mark.parametrize("size", [(90, 70), (500, 375), (300, 20), (20, 300)])  # extreme aspects: the fallback crop
+def test_crop_params_make_the_cpu_transforms_draws(size):
+    """The worker's CropParams, given only the image size, draws the crop box and flip the CPU transform
+    draws for that image under the same RNG state."""
+    image = _noise(0, size)
+    flips = 0
+    for seed in range(40):
+        transform = build_transform(V79, train=True, scale=(0.08, 1.0))
+        crop, flip = transform.transforms[1], transform.transforms[2]
+        seen = {"flip": False}
+        make_params, apply_flip = crop.make_params, flip.transform
+        crop.make_params = lambda flat: seen.setdefault("box", make_params(flat))  # records the CPU path's draw
+        flip.transform = lambda inpt, params: (seen.__setitem__("flip", True), apply_flip(inpt, params))[1]
+        torch.manual_seed(seed)
+        transform(image)
+        torch.manual_seed(seed)
+        params = CropParams(V79)(size[1], size[0])
+        assert params.dtype == torch.int64 and params.shape == (len(CROP_FIELDS),)
+        box = seen["box"]
+        assert params.tolist() == [box["top"], box["left"], box["height"], box["width"], int(seen["flip"]),
+                                   size[1], size[0]], seed
+        flips += seen["flip"]
+    assert 0 < flips < 40  # both ways were exercised
+    assert CropParams(V79, flip=False)(50, 60)[CROP_FIELDS.index("flip")] == 0
+
+
+def test_encoded_samples_carry_their_crop_and_the_batch_applies_it(tmp_path):
+    root = _encoded_folder(tmp_path)
+    raw = ImageFolder(root, decode="none", crop_params=CropParams(V79))
+    torch.manual_seed(3)
+    samples = [raw[i] for i in range(len(raw))]
+    assert all(isinstance(s[0], EncodedImage) for s in samples)
+    for (path, _), (encoded, _) in zip(raw.samples, samples):
+        width, height = Image.open(path).size  # the header's size travels with the crop
+        assert encoded.params[5:].tolist() == [height, width]
+        assert bytes(encoded.data.numpy()) == Path(path).read_bytes()
+    batch, labels = collate_skip_bad(samples)
+    assert isinstance(batch, EncodedBatch) and batch.params.shape == (4, len(CROP_FIELDS))
+    assert labels.tolist() == [0, 0, 1, 1]
+    # the CPU path under the same draws: decode, then the transform (whose draws the params replayed)
+    torch.manual_seed(3)
+    cpu = ImageFolder(root, build_transform(V79, train=True, normalize=False))
+    expected = torch.stack([cpu[i][0] for i in range(len(cpu))])
+    out = gpu_decode_batch(batch, V79, train=True, device="cpu", normalize=False)
+    assert out.dtype == torch.uint8 and torch.equal(out, expected)  # CPU decoders: the same pixels
+    assert torch.equal(gpu_decode_batch(batch, V79, True, "cpu"), Normalizer(V79.mean, V79.std)(expected))
+    with pytest.raises(ValueError, match="crop_params go with decode='none'"):
+        ImageFolder(root, crop_params=CropParams(V79))
+    with pytest.raises(ValueError, match=r"params: expected int64 \(4, 7\)"):
+        gpu_decode_batch(batch.data, V79, train=True, device="cpu", params=batch.params[:2])
+
+
+def test_a_crop_that_does_not_fit_the_decoded_image_is_a_bad_image(tmp_path, caplog):
+    root = _encoded_folder(tmp_path)
+    raw = ImageFolder(root, decode="none", crop_params=CropParams(V79))
+    batch, labels = collate_skip_bad([raw[i] for i in range(len(raw))])
+    params = batch.params.clone()
+    params[1, 5] += 7  # the header would have said another height
+    paths = [p for p, _ in raw.samples]
+    with pytest.raises(BadImageError, match=r"q.jpg: its header says 120x97 but it decodes to 120x90"):
+        gpu_decode_batch(batch.data, V79, True, "cpu", params=params, paths=paths)
+    with caplog.at_level(logging.WARNING, logger="edgeinc.data"):
+        images, kept = gpu_decode_batch(batch.data, V79, True, "cpu", params=params, labels=labels, paths=paths,
+                                        on_bad_image="skip")
+    assert images.shape == (3, 3, 79, 79) and kept.tolist() == [0, 1, 1] and "q.jpg" in caplog.text
 
 
 # --- layout errors ----------------------------------------------------------------------------------

@@ -266,16 +266,32 @@ def test_table3_stem_ablation_7x7():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"depth_multiplier": 0}, "depth_multiplier must be > 0"),
-        ({"depth_multiplier": -1.0}, "depth_multiplier must be > 0"),
+        ({"depth_multiplier": 0}, "model option depth_multiplier: Input should be greater than 0"),
+        ({"depth_multiplier": -1.0}, "model option depth_multiplier: Input should be greater than 0"),
+        ({"depth_multiplier": float("nan")}, "model option depth_multiplier: Input should be a finite number"),
         ({"num_classes": 0}, "num_classes must be >= 1"),
-        ({"stem": "5x5"}, "stem must be"),
-        ({"dropout": 1.5}, "dropout must be in"),
+        ({"stem": "5x5"}, "model option stem: Input should be 'factorized' or '7x7'"),
+        ({"dropout": 1.5}, "model option dropout: Input should be less than 1"),
+        ({"depth_multiplyer": 0.5}, r"model option depth_multiplyer: Extra inputs.*\(options: depth_multiplier,"),
     ],
 )
 def test_invalid_options_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_model("inception_v3_79", **kwargs)
+
+
+def test_one_set_of_model_options_for_recipe_factory_model_and_weights(tmp_path):
+    from edgeinc.config import ModelOptions, ModelSection
+    from edgeinc.models import load_weights, save_weights
+
+    assert create_model("inception_v3_79").options == ModelOptions()  # the model's defaults are the options'
+    assert ModelSection(name="inception_v3_79").options == ModelOptions()  # and the recipe's
+    assert ModelOptions().dropout == 0.2  # TF-slim's dropout_keep_prob 0.8, everywhere
+    options = ModelOptions(depth_multiplier=0.1, min_depth=8, aux_bn=False, dropout=0.3, stem="7x7")
+    model = create_model("inception_v3_151", num_classes=4, options=options)
+    save_weights(model, tmp_path / "w.safetensors")
+    again = load_weights(tmp_path / "w.safetensors")
+    assert again.options == options and again.num_classes == 4 and again.variant.name == "inception_v3_151"
 
 
 def test_unknown_model_suggests_closest():

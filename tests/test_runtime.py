@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeinc.export import ManifestError
-from edgeinc.export.base import TOLERANCES, compare_logits
+from edgeinc.scoring import TOLERANCES, compare_logits
 from edgeinc.utils import cpu
 from edgeinc.utils.cpu import bf16_unavailable_reason
 from edgeinc.export.data import load_images
@@ -68,7 +68,7 @@ def test_runner_executes_the_precision_it_names_and_matches_pytorch(ws, images, 
     # the gate of the looser of the two: what the file stores and what the kernels ran
     looser = max(precision, executed, key=["fp32", "fp16", "bf16", "int8"].index)
     parity = compare_logits(reference, logits, TOLERANCES[looser], f"{target} {precision} in {backend}")
-    assert parity["passed"], parity
+    assert parity.passed, parity
 
 
 @pytest.mark.skipif(bf16_unavailable_reason() is not None, reason=str(bf16_unavailable_reason()))
@@ -78,7 +78,7 @@ def test_bf16_runs_natively_in_bf16_and_stays_close_to_fp32(ws, images, referenc
     runner = load_runner(source, backend, threads=1, precision="bf16")
     assert runner.precision == "bf16" and runner.executed.main == "bf16", runner.executed
     parity = compare_logits(reference, runner.predict(images), TOLERANCES["bf16"], f"bf16 in {backend}")
-    assert parity["passed"] and parity["max_abs_error"] > 0, parity  # bf16 rounding shows, within the bound
+    assert parity.passed and parity.max_abs_error > 0, parity  # bf16 rounding shows, within the bound
 
 
 def test_bf16_is_refused_where_the_cpu_or_the_runtime_cannot_run_it(ws, monkeypatch):
@@ -159,17 +159,42 @@ def test_openvino_refuses_the_tensorrt_flavour(ws):
             load_runner(result.directory, "tensorrt")
 
 
-def test_tensorrt_runner_needs_tensorrt(ws, monkeypatch):
-    from types import SimpleNamespace
-
+def test_tensorrt_runner_needs_tensorrt(ws):
     from edgeinc.runtime.backends import TensorRTRunner
 
     ok, why = tensorrt_available()
     if ok:
         pytest.skip("TensorRT is installed")
-    manifest = load_runner(ws.export("onnx", "fp32").directory).manifest
+    spec = load_runner(ws.export("onnx", "fp32").directory).spec.model_copy(update={"format": "tensorrt"})
     with pytest.raises(RuntimeUnavailableError, match="cannot run the TensorRT engine"):
-        TensorRTRunner(ws.root / "x.engine", SimpleNamespace(**{**manifest.__dict__, "engine": {}}))
+        TensorRTRunner(ws.root / "x.engine", spec)
+
+
+def test_runners_cut_batches_to_what_the_runtime_accepts(ws, images):
+    """A fixed-batch file gets padded chunks; a maximum (a TensorRT profile's) gets splits, never more."""
+    from edgeinc.runtime.base import ManifestRunner
+
+    seen = []
+
+    class Bounded(ManifestRunner):
+        name = "onnxruntime"
+
+        @property
+        def max_batch(self):
+            return 3
+
+        def _run(self, batch):
+            seen.append(len(batch))
+            return np.repeat(batch[:, :1, 0, 0], len(CLASSES), axis=1)
+
+    spec = load_runner(ws.export("onnx", "fp32").directory).spec
+    out = Bounded(ws.root / "x", spec).predict(images)  # 8 images
+    assert seen == [3, 3, 2] and out.shape == (8, len(CLASSES))
+    seen.clear()
+    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [4, 3, 79, 79]})})
+    Bounded.max_batch = ManifestRunner.max_batch  # the fixed batch itself
+    Bounded(ws.root / "x", fixed).predict(images[:6])
+    assert seen == [4, 4]  # the second chunk padded from 2 to 4
 
 
 def test_bad_artifacts(ws, tmp_path, images):

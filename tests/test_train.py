@@ -19,7 +19,7 @@ from edgeinc.config import TrainSection, load_recipe
 from edgeinc.models import create_model, get_variant, load_source, read_state_dict
 from edgeinc.train import LRSchedule, MultiCrop, TrainingError, build_optimizer, evaluate, scaled_lr, train
 from edgeinc.train.checkpoint import checkpoint_path, load_checkpoint_state
-from edgeinc.train.loop import build_ema
+from edgeinc.train import build_ema
 from edgeinc.train.sampling import SeededSamples, TrainBatchSampler
 
 # A run small enough for 2 shared cores: 3 classes x 6 images, global batch 6 -> 3 steps per epoch.
@@ -283,10 +283,10 @@ def test_a_run_directory_is_not_overwritten_and_resume_refuses_another_recipe(re
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch, capsys):
-    import edgeinc.train.loop as loop
+    import edgeinc.train.setup as setup
     from edgeinc import cli as edgeinc_cli
 
-    real_create = loop.create_model
+    real_create = setup.create_model
 
     def poisoned(*args, **kwargs):  # the logits turn NaN at the 3rd training forward pass
         model = real_create(*args, **kwargs)
@@ -301,7 +301,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
         model.fc.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(loop, "create_model", poisoned)
+    monkeypatch.setattr(setup, "create_model", poisoned)
     run = tmp_path / "nan"
     code = edgeinc_cli.main(["train", str(tiny["recipe"]), "--out", str(run), "--set", "data.workers=0"])
     out = capsys.readouterr().out
@@ -318,11 +318,10 @@ def test_missing_data_is_a_clear_error_with_the_way_out(tmp_path, monkeypatch, c
     from edgeinc import cli as edgeinc_cli
 
     monkeypatch.chdir(tmp_path)
-    lowres = Path(__file__).resolve().parent.parent / "recipes" / "lowres.yaml"
-    assert edgeinc_cli.main(["train", str(lowres)]) == 2
+    assert edgeinc_cli.main(["train", "lowres"]) == 2  # a shipped recipe, by name
     out = " ".join(capsys.readouterr().out.split())
     assert "Traceback" not in out and "no train split at data/imagenet/train" in out
-    assert "--set data.root=" in out and "edgeinc data synth" in out and "quickstart.yaml" in out
+    assert "--set data.root=" in out and "edgeinc data synth" in out and "edgeinc train quickstart" in out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,6 +359,89 @@ def test_two_process_ddp_with_sync_bn_matches_one_process(tiny):
     assert len(list((two / "tb").glob("events.out.tfevents.*"))) == 1
 
 
+def _trainer(tiny, tmp_path, *overrides: str):
+    from rich.console import Console
+
+    from edgeinc.train.distributed import init_distributed
+    from edgeinc.train.trainer import Trainer
+
+    recipe = load_recipe(tiny["recipe"], ["train.precision=fp64", "model.dropout=0", "data.workers=0", *overrides])
+    return Trainer(recipe, tmp_path / "unused", init_distributed("cpu"), False, Console(quiet=True))
+
+
+def test_accumulated_micro_batches_give_the_update_of_one_batch(tiny, tmp_path):
+    """The paper's global batch on one device: N micro-batches accumulate to the update of one batch
+    (BatchNorm aside: it normalises each micro-batch, so it runs on its statistics here)."""
+    whole, micro = _trainer(tiny, tmp_path), _trainer(tiny, tmp_path, "train.micro_batch_size=2")
+    assert (whole.micro_batch, micro.micro_batch) == (6, 2)
+    images, labels = next(iter(whole.train_loader()))
+    for trainer in (whole, micro):
+        trainer.model.train()
+        for m in trainer.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        step, loss, n = trainer.train_step(images.clone(), labels.clone())
+        assert step == 1 and n == 6
+    a, b = whole.net.state_dict(), micro.net.state_dict()
+    moved = max((a[k] - init).abs().max().item() for k, init in _trainer(tiny, tmp_path).net.state_dict().items()
+                if a[k].is_floating_point())
+    assert moved > 1e-4
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-9, atol=1e-12, msg=k)
+    torch.testing.assert_close(micro.ema.module.state_dict()["fc.weight"], whole.ema.module.state_dict()["fc.weight"],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_sigkill_then_resume_is_exact_with_accumulated_micro_batches(tiny):
+    common = ["--set", "train.micro_batch_size=4", "--set", "train.epochs=2"]
+    reference = tiny["root"] / "micro-reference"
+    run_cli("train", str(tiny["recipe"]), "--out", str(reference), *common)
+    run = tiny["root"] / "micro-killed"
+    proc = cli("train", str(tiny["recipe"]), "--out", str(run), *common)
+    wait_for_step(proc, run, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    run_cli("train", str(run), "--resume")
+    assert_same_run(reference, run)
+
+
+def _rank_pid(agent: subprocess.Popen, rank: int, timeout: float = 120) -> int:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(agent.pid).children(recursive=True):
+            try:
+                if child.environ().get("RANK") == str(rank) and "edgeinc" in " ".join(child.cmdline()):
+                    return child.pid
+            except psutil.Error:
+                continue
+        time.sleep(0.1)
+    raise AssertionError("rank not found")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.7])
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tiny, tmp_path, delay):
+    """SIGTERM to one DDP rank only: the request travels in the step's all-reduced flags, every rank stops
+    after the same step and rank 0 saves a checkpoint; deciding per rank would hang the others."""
+    run = tmp_path / f"ddp-stop-{delay}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edgeinc", "train",
+           str(tiny["recipe"]), "--out", str(run), "--set", "data.workers=0", "--set", "train.epochs=30"]
+    agent = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_step(agent, run, 1)
+        time.sleep(delay)  # lands in another phase of a step: forward, backward, the flag exchange, a save
+        os.kill(_rank_pid(agent, 1), signal.SIGTERM)
+        out, _ = agent.communicate(timeout=180)  # a disagreement would hang until the 30-minute timeout
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    state = load_checkpoint_state(checkpoint_path(run))
+    assert 1 <= state["position"]["global_step"] < 90, out
+    assert "checkpoint saved" in out and "Continue with" in out
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------
@@ -388,7 +470,7 @@ def test_eval_single_crop_reproduces_the_training_metric_and_checks_classes(refe
     raw = evaluate(reference_run, tiny["data"] / "val", crops=1, prefer="model", workers=0)
     assert raw.top1 == pytest.approx(last["val_top1"])
     multi = evaluate(reference_run, tiny["data"], crops=12, workers=0)
-    assert multi.crops == 12 and multi.images == 9 and 0 <= multi.top1 <= 1
+    assert multi.crops == 12 and multi.images == 9 and 0 <= multi.top1 <= 100  # percent
     other = tmp_path / "other"
     for name in ("background", "circle", "square"):
         (other / name).mkdir(parents=True)

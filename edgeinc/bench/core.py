@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..export.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from ..artifact import MANIFEST_NAME, ManifestError, load_manifest, now_iso
 from ..models import CheckpointError, count_macs, count_parameters, load_source
-from ..models.source import WEIGHT_FILES
+from ..rundir import is_model_source
 from ..utils.cpu import bf16_unavailable_reason
 from .floors import apply_floors, measure_floors_in_subprocess
 from .machine import machine_info
@@ -31,12 +31,6 @@ class Item:
     precision: str | None = None  # a runtime precision option (bf16); None: the artifact's own
 
 
-def _is_run_or_weights(path: Path) -> bool:
-    return (path.is_file() and path.suffix == ".safetensors") or (
-        path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES.values())
-    )
-
-
 def discover(paths: list[str | os.PathLike]) -> list[Item]:
     """Run directories / weights files (the PyTorch row), artifact folders or manifests, and folders
     holding artifact folders (e.g. everything ``edgeinc export`` wrote for one run)."""
@@ -45,7 +39,7 @@ def discover(paths: list[str | os.PathLike]) -> list[Item]:
         path = Path(raw)
         if not path.exists():
             raise BenchError(f"{path}: no such artifact, run directory or folder")
-        if _is_run_or_weights(path):
+        if is_model_source(path):
             items.append(Item(path, "checkpoint"))
         elif path.name == MANIFEST_NAME or (path.is_dir() and (path / MANIFEST_NAME).is_file()):
             items.append(Item(path if path.is_dir() else path.parent, "artifact"))
@@ -97,13 +91,14 @@ def _base_row(item: Item, backend: str | None) -> tuple[BenchRow, list[str]]:
     except ManifestError as e:
         raise BenchError(str(e)) from e
     row = BenchRow(
-        artifact=str(folder), variant=manifest.model.get("variant"), format=manifest.format, backend=backend,
+        artifact=str(folder), variant=manifest.model.variant, format=manifest.format, backend=backend,
         precision=manifest.precision, status="ok", size_mb=manifest.artifact_bytes / 1e6,
-        params=manifest.model.get("parameters"), macs=manifest.model.get("multiply_adds"),
-        sha256=manifest.artifact_sha256, parent_sha256=manifest.source.get("sha256"),
+        params=manifest.model.parameters, macs=manifest.model.multiply_adds,
+        sha256=manifest.artifact_sha256, parent_sha256=manifest.source.sha256,
     )
     if manifest.status != "ok":  # e.g. a TensorRT-ready ONNX whose engine is still to be built
-        row.status, row.reason = "export failed", f"manifest status {manifest.status!r}: {manifest.conversion.get('notes', '')}"
+        why = manifest.engine.not_built_because if manifest.engine else manifest.conversion.notes
+        row.status, row.reason = "export failed", f"manifest status {manifest.status!r}: {why}"
     return row, list(manifest.labels)
 
 
@@ -264,8 +259,6 @@ def bench(
             apply_floors(rows, measured)
             floor_info = measured.to_dict()
     compute_deltas(rows)
-    from ..export.manifest import now_iso
-
     header = {
         "machine": machine_info(), "machine_label": "this machine", "threads": threads, "batches": list(batches),
         "warmup": warmup, "runs": runs, "min_time": min_time, "data": data, "created": now_iso(),

@@ -64,12 +64,10 @@ def variant_for(runner) -> Any:
     from ..models import MODELS
 
     pre = runner.preprocessing
-    manifest = getattr(runner, "manifest", None)
-    name = manifest.model["variant"] if manifest is not None else runner.model.variant.name
-    base = MODELS.meta(name)
+    base = MODELS.meta(runner.variant)
     return dataclasses.replace(
-        base, mean=tuple(pre["mean"]), std=tuple(pre["std"]), crop_fraction=pre["crop_fraction"],
-        interpolation=pre["interpolation"],
+        base, input_size=pre["input_size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+        crop_fraction=pre["crop_fraction"], interpolation=pre["interpolation"],
     )
 
 

@@ -173,7 +173,8 @@ class BenchReport:
         }
 
     def columns(self) -> list[tuple[str, str, str]]:
-        return COLUMNS + (FLOOR_COLUMNS if any(r.floor_ms is not None for r in self.rows) else [])
+        merged = [("machine", "machine", "")] if self.merged_headers else []  # host and device rows apart
+        return merged + COLUMNS + (FLOOR_COLUMNS if any(r.floor_ms is not None for r in self.rows) else [])
 
     def notes(self) -> list[str]:
         notes = []
@@ -338,6 +339,8 @@ def merge_into(report: BenchReport, paths: list[str | os.PathLike]) -> None:
         for row in rows:
             if row.machine == "this machine":
                 row.machine = label
+            if header.get("emulated") and row.emulated is None:
+                row.emulated = True  # files whose runner marks only the header
             row.parent = row.top1_drop = row.speedup = row.size_ratio = None
             report.rows.append(row)
         report.merged_headers.append({"file": str(path), "machine_label": label, "machine": machine or {

@@ -12,7 +12,8 @@ from .folder import (
     load_rgb,
     to_rgb,
 )
-from .scenes import SceneObject, ScenesInfo, claim_folder, render_scene, synthesize_scenes
+from .claim import claim_folder
+from .scenes import SceneObject, ScenesInfo, render_scene, synthesize_scenes
 from .synth import BACKGROUND, SHAPE_NAMES, SynthInfo, render_patch, synthesize_patch_task
 from .transforms import TRAIN_RATIO, TRAIN_SCALE, CentralFractionCrop, build_transform, gpu_decode_batch
 

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +24,21 @@ ALPHA_BACKGROUND = (128, 128, 128)
 
 BadImagePolicy = Literal["skip", "fail"]
 DecodeMode = Literal["cpu", "none"]
+
+
+class EncodedImage(NamedTuple):
+    """An image file not decoded yet (``ImageFolder(decode="none", crop_params=...)``): its bytes and the
+    training crop drawn for it in the worker, under the sample's RNG."""
+
+    data: torch.Tensor  # the file's bytes, 1-D uint8
+    params: torch.Tensor  # int64 (7,): edgeinc.data.transforms.CROP_FIELDS
+
+
+class EncodedBatch(NamedTuple):
+    """A batch of ``EncodedImage`` (``collate_skip_bad``), for ``gpu_decode_batch``."""
+
+    data: list[torch.Tensor]
+    params: torch.Tensor  # int64 (B, 7)
 
 
 class DataError(ValueError):
@@ -81,9 +96,24 @@ def _is_image(name: str) -> bool:
 
 
 def _list_images(class_dir: Path) -> list[Path]:
+    """Every image below ``class_dir``, its sub-folders included. A linked folder is followed only when it
+    leads to a folder inside ``class_dir`` not walked yet: a link to ``..`` multiplied a training set 41x
+    with other classes' images under this label, and two such loops hung the listing (issue 12); those
+    links are skipped with a warning. Linked image files are kept (datasets are often built of links)."""
+    root = class_dir.resolve()
+    seen = {root}
     files = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            target = (Path(dirpath) / d).resolve()
+            if target in seen or not target.is_relative_to(root):
+                log.warning("skipping %s: a link to %s, %s", Path(dirpath) / d, target,
+                            "a folder already listed (a loop)" if target in seen else f"outside {class_dir}")
+                continue
+            seen.add(target)
+            kept.append(d)
+        dirnames[:] = kept
         files.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
     return files
 
@@ -93,8 +123,12 @@ class ImageFolder(Dataset):
 
     ``__getitem__`` returns ``(image, label)``: the transform's output (the RGB PIL image when
     ``transform`` is None), or with ``decode="none"`` the raw file bytes as a 1-D uint8 tensor for
-    ``gpu_decode_batch``. An unreadable image raises BadImageError with ``on_bad_image="fail"``; with
-    ``"skip"`` it logs one warning naming it and returns None, which ``collate_skip_bad`` drops.
+    ``gpu_decode_batch``. With ``decode="none"`` and ``crop_params`` (``edgeinc.data.transforms.CropParams``)
+    the image is an ``EncodedImage``: the bytes and ``crop_params(height, width)``, called with the size
+    read from the file's header (nothing is decoded), so a training crop is drawn in the worker under the
+    sample's RNG like the CPU transform's. An unreadable image raises BadImageError with
+    ``on_bad_image="fail"``; with ``"skip"`` it logs one warning naming it and returns None, which
+    ``collate_skip_bad`` drops.
     """
 
     def __init__(
@@ -105,6 +139,7 @@ class ImageFolder(Dataset):
         classes: list[str] | None = None,
         *,
         decode: DecodeMode = "cpu",
+        crop_params: Callable[[int, int], torch.Tensor] | None = None,
     ) -> None:
         if on_bad_image not in ("skip", "fail"):
             raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
@@ -112,10 +147,13 @@ class ImageFolder(Dataset):
             raise ValueError(f"decode must be 'cpu' or 'none', got {decode!r}")
         if decode == "none" and transform is not None:
             raise ValueError("decode='none' returns encoded bytes; apply the transform in gpu_decode_batch")
+        if crop_params is not None and decode != "none":
+            raise ValueError("crop_params go with decode='none'; with decode='cpu' the transform draws the crop")
         self.root = Path(root)
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.decode = decode
+        self.crop_params = crop_params
         self.classes, self.samples = self._scan(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self._warned: set[str] = set()  # per process: one warning per bad file, not one per epoch
@@ -166,7 +204,12 @@ class ImageFolder(Dataset):
         try:
             if self.decode == "none":
                 # Only reading here: decoding (and so corruption) is found in gpu_decode_batch.
-                return torch.from_numpy(np.fromfile(path, dtype=np.uint8)), label
+                data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+                if self.crop_params is None:
+                    return data, label
+                with Image.open(io.BytesIO(data.numpy())) as header:  # lazy: parses the header only
+                    width, height = header.size
+                return EncodedImage(data, self.crop_params(height, width)), label
             image = load_rgb(path)
         except Exception as e:  # any decoder failure (OSError, SyntaxError, ValueError, ...) is a bad image
             return self._bad(path, e)
@@ -187,16 +230,19 @@ class ImageFolder(Dataset):
 def collate_skip_bad(batch: list[tuple[Any, int] | None]) -> tuple[Any, torch.Tensor] | None:
     """DataLoader collate that drops the None samples of skipped bad images.
 
-    Returns ``(images, labels)``: images stacked into one tensor, or a list of 1-D uint8 tensors for
-    encoded bytes (``decode="none"``). Which samples are dropped depends only on the files, so a
-    resumed run drops the same ones. Returns None when every sample of the batch was bad: the
-    caller skips that step.
+    Returns ``(images, labels)``: images stacked into one tensor, a list of 1-D uint8 tensors for
+    encoded bytes (``decode="none"``), or an ``EncodedBatch`` for ``EncodedImage`` samples. Which
+    samples are dropped depends only on the files, so a resumed run drops the same ones. Returns None
+    when every sample of the batch was bad: the caller skips that step.
     """
     kept = [s for s in batch if s is not None]
     if not kept:
         return None
     first = kept[0][0]
+    labels = torch.tensor([s[1] for s in kept], dtype=torch.int64)
+    if isinstance(first, EncodedImage):
+        return EncodedBatch([s[0].data for s in kept], torch.stack([s[0].params for s in kept])), labels
     if isinstance(first, torch.Tensor) and first.dim() == 1:  # encoded files have different lengths
-        return [s[0] for s in kept], torch.tensor([s[1] for s in kept], dtype=torch.int64)
+        return [s[0] for s in kept], labels
     images, labels = default_collate(kept)
     return images, labels

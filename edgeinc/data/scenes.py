@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..utils.io import atomic_write_json
-from .folder import DataError
+from .claim import claim_folder
 from .synth import BACKGROUND_CONTRAST, _blob_mask, _class_names, _paint, _shape_mask, _texture, _unit_area
 
 GENERATOR = "edgeinc.scenes/1"  # bump when the drawing changes: old folders are then not resumed into
@@ -312,29 +312,3 @@ def synthesize_scenes(
         counts[split] = {"images": len(part), "objects": sum(map(len, part))}
     written = sum(w for w, _ in results)
     return ScenesInfo(out, names, counts, params, written, len(results) - written, time.perf_counter() - start)
-
-
-def claim_folder(out: Path, record: str, params: dict, what: str, key: str | None = None) -> None:
-    """Record ``params`` in ``out/record`` before writing anything else, so that a rerun with the same
-    parameters resumes, and refuse (DataError) a folder that holds other parameters or other files.
-    ``key``: the record holds the parameters under this key (beside results written later)."""
-    meta = out / record
-    if meta.exists():
-        try:
-            previous = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{meta}: unreadable ({e}); delete {out} or choose another folder") from e
-        if key is not None:
-            previous = previous.get(key) if isinstance(previous, dict) else None
-        if not isinstance(previous, dict):
-            raise DataError(f"{meta}: no parameters recorded; delete {out} or choose another folder")
-        if previous != params:
-            changed = sorted(k for k in params.keys() | previous.keys() if params.get(k) != previous.get(k))
-            raise DataError(
-                f"{out} already holds {what} with other parameters ({', '.join(changed)} differ: "
-                f"{ {k: previous.get(k) for k in changed} }); delete it or choose another folder"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not empty (no {record}); choose an empty or new folder")
-    else:
-        atomic_write_json(meta, params if key is None else {key: params})

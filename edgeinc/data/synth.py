@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import colorsys
 import functools
-import json
 import math
 import os
 import time
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils.io import atomic_write_json
-from .folder import DataError
+from .claim import claim_folder
 
 GENERATOR = "edgeinc.synth/2"  # bump when the drawing changes: old folders are then not resumed into
 BACKGROUND = "background"
@@ -322,7 +321,7 @@ def synthesize_patch_task(
     out = Path(out)
     params = {"generator": GENERATOR, "classes": classes, "shapes": names[:-1], "train": train, "val": val,
               "size": size, "seed": seed, "format": "png"}
-    _claim(out, params)
+    claim_folder(out, "synth.json", params, "a synthetic task")
     shapes = tuple(names[:-1])
     jobs = [
         _Job(str(out), seed, size, split, folder, i, shapes)
@@ -343,23 +342,3 @@ def synthesize_patch_task(
     atomic_write_json(out / "classes.json", label_order)
     counts = {split: {c: (train if split == "train" else val) for c in label_order} for split in _SPLITS}
     return SynthInfo(out, label_order, counts, params, written, len(jobs) - written, time.perf_counter() - start)
-
-
-def _claim(out: Path, params: dict) -> None:
-    """Record the parameters in ``out/synth.json`` before writing, refusing a folder that holds other data."""
-    meta = out / "synth.json"
-    if meta.exists():
-        try:
-            previous = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{meta}: unreadable ({e}); delete {out} or choose another folder") from e
-        if previous != params:
-            changed = sorted(k for k in params.keys() | previous.keys() if params.get(k) != previous.get(k))
-            raise DataError(
-                f"{out} already holds a synthetic task with other parameters ({', '.join(changed)} differ: "
-                f"{ {k: previous.get(k) for k in changed} }); delete it or choose another folder"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not empty (no synth.json); choose an empty or new folder")
-    else:
-        atomic_write_json(meta, params)

@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision.ops import box_convert, box_iou
 
 from ..data.folder import DataError, load_rgb
-from ..data.scenes import claim_folder
+from ..data.claim import claim_folder
 from ..data.synth import BACKGROUND
 from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
 from .crops import DEFAULT_CONTEXT, INCEPTION_MEAN, check_boxes, check_context, crop_patches, mean_fill

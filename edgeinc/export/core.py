@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import CheckpointError, count_macs, count_parameters, load_source
-from ..models.weights import model_spec
-from .base import PRECISIONS, TARGETS, ExportContext, ExportError, TensorRTUnavailableError, check_target, staging_dir, tool_versions
+from ..artifact import (
+    MANIFEST_NAME, Conversion, Manifest, ModelBuild, ModelInfo, Precision, Preprocessing, SourceInfo, VariantInfo,
+    now_iso, write_manifest,
+)
+from ..models import CheckpointError, ModelSource, count_macs, count_parameters, load_source
+from ..utils.io import sha256_file
+from .base import (
+    TARGETS, ExportContext, ExportError, ExportOptions, TargetOutput, TensorRTUnavailableError, check_target,
+    staging_dir, tool_versions,
+)
 from .data import load_images, resolve_folders
-from .manifest import MANIFEST_NAME, Manifest, finalize
-
-# Imported for their registrations.
-from . import onnx_target, tensorrt_target, tflite_target  # noqa: E402,F401
+from .onnx_io import embed_metadata
 
 TOOLS = ("onnx", "onnxruntime", "onnxslim", "nncf", "onnx2tf", "tensorflow-cpu", "tensorflow", "ai-edge-litert", "tensorrt")
 
@@ -23,7 +28,7 @@ TOOLS = ("onnx", "onnxruntime", "onnxslim", "nncf", "onnx2tf", "tensorflow-cpu",
 @dataclass
 class ExportResult:
     target: str
-    precision: str
+    precision: Precision
     directory: Path
     artifact: Path
     manifest_path: Path
@@ -63,95 +68,95 @@ def export(
     fixed at 1 then). ``calib``: a folder of images or an ImageNet-layout root (default: the
     recipe's ``data.root``/train); ``val``: the labelled validation split (default: beside the
     calibration data) used for INT8 accuracy and ``max_drop`` (top-1 points, accuracy-controlled
-    quantization). ``options``: ``int8_io`` ("int8"/"uint8", TFLite), ``tflite_backend``
-    ("auto"/"flatbuffer_direct"/"tf_converter"), ``trt_max_batch``, ``trt_workspace_gib``,
-    ``trt_timing_cache``, ``qat_steps``/``qat_lr``/``qat_images`` (QAT instead of PTQ), ``threads``,
-    ``int8_min_agreement`` (the INT8 parity gate's top-1 agreement, default 0.8).
+    quantization). ``options``: the fields of ``ExportOptions`` (threads, int8_io, tflite_backend,
+    qat_steps / qat_lr / qat_images, trt_max_batch / trt_workspace_gib / trt_timing_cache,
+    int8_min_agreement).
 
     Raises ExportError (parity failures included: nothing is left in OUT), or
     TensorRTUnavailableError (the TensorRT-ready ONNX + manifest were written; ``.result``)."""
-    info = check_target(target, precision)
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
-    if batch is not None and batch < 1:
-        raise ExportError(f"batch must be >= 1, got {batch}")
-    if calib_size < 1:
-        raise ExportError(f"calib_size must be >= 1, got {calib_size}")
-    if max_drop is not None and precision != "int8":
-        raise ExportError("--max-drop applies to int8 exports only")
-    if options.get("qat_steps") and (target, precision) != ("onnx", "int8"):
-        raise ExportError("quantization-aware training (--qat-steps) exports --target onnx --precision int8")
-    if options.get("qat_steps") and max_drop is not None:
-        raise ExportError("--qat-steps and --max-drop are alternatives; pass one of them")
+    _, wanted = check_target(target, precision)
+    opts = ExportOptions.from_kwargs(**options)
+    _check_arguments(target, wanted, batch, calib_size, max_drop, opts)
     start = time.perf_counter()
     try:
         src = load_source(source, prefer=prefer)
     except CheckpointError as e:
         raise ExportError(str(e)) from e
-    model = src.model
-    variant = model.variant
-    labels = src.labels or [f"class_{i}" for i in range(model.num_classes)]
+    labels = src.labels or [f"class_{i}" for i in range(src.model.num_classes)]
     calib_dir, val_dir = resolve_folders(calib, val, src.recipe)
-    out_dir = Path(out) if out is not None else default_out_dir(source)
-    final = out_dir / f"{target}-{precision}"
+    final = Path(out if out is not None else default_out_dir(source)) / f"{target}-{wanted}"
+    variant = src.model.variant
 
     with staging_dir(final) as work:
         ctx = ExportContext(
             source=src, labels=labels, workdir=work, final_dir=final, batch=batch,
             calib_loader=lambda: load_images(calib_dir, variant, calib_size, labels, seed),
             val_loader=lambda: load_images(val_dir, variant, val_size, labels, seed) if val_dir else None,
-            parity_images=parity_images, max_drop=max_drop, options=options,
+            parity_images=parity_images, max_drop=max_drop, options=opts,
         )
-        output = TARGETS.get(target)(ctx, precision)
-        fields = {
-            "format": info.artifact_format,
-            "target": target,
-            "precision": precision,
-            "artifact": output.artifact.name,
-            "preprocessing": {
-                "input_size": variant.input_size, "mean": list(variant.mean), "std": list(variant.std),
-                "crop_fraction": variant.crop_fraction, "interpolation": variant.interpolation,
-            },
-            "labels": labels,
-            "model": {
-                "variant": variant.name,
-                "variant_config": variant.to_dict(),
-                "build": model_spec(model),
-                "num_classes": model.num_classes,
-                "parameters": count_parameters(model, include_aux=False),
-                "parameters_with_aux": count_parameters(model, include_aux=True),
-                "multiply_adds": count_macs(model, variant.input_size),
-            },
-            "source": {"weights": str(src.weights_path), "sha256": src.sha256},
-            "recipe": src.recipe,
-            "tools": tool_versions(*TOOLS),
-            **output.fields,
-        }
-        fields["conversion"] = {**fields.get("conversion", {}), "seconds": time.perf_counter() - start}
-        if fields["format"] == "onnx" or output.artifact.suffix == ".onnx":
-            onnx_target.embed_metadata(output.artifact, fields)
+        output: TargetOutput = TARGETS.get(target)(ctx, wanted)
+        manifest = _manifest(target, output, src, labels, time.perf_counter() - start)
+        if output.artifact.suffix == ".onnx":
+            embed_metadata(output.artifact, manifest.model_dump(mode="json"))
         _drop_strays(work, {output.artifact.name, *(p.name for p in output.extra_files)})
-        manifest = finalize(fields, work)
-    result = ExportResult(
-        target, precision, final, final / manifest.artifact, final / MANIFEST_NAME, manifest,
-        [final / p.name for p in output.extra_files],
-    )
+        manifest = manifest.model_copy(update={"artifact_sha256": sha256_file(output.artifact),
+                                               "artifact_bytes": output.artifact.stat().st_size})
+        write_manifest(manifest, work)
+    result = ExportResult(target, wanted, final, final / manifest.artifact, final / MANIFEST_NAME, manifest,
+                          [final / p.name for p in output.extra_files])
     if manifest.status == "needs_engine_build":
-        engine = manifest.engine or {}
+        engine = manifest.engine
         raise TensorRTUnavailableError(
-            f"TensorRT engine not built: {engine.get('not_built_because')}.\n"
+            f"TensorRT engine not built: {engine.not_built_because}.\n"
             f"Wrote the TensorRT-ready ONNX {result.artifact}\n"
             f"  and its manifest {result.manifest_path}\n"
-            f"Finish on a machine with TensorRT and a CUDA GPU:\n  {engine.get('finish_with')}",
+            f"Finish on a machine with TensorRT and a CUDA GPU:\n  {engine.finish_with}",
             result,
         )
     return result
 
 
+def _check_arguments(target: str, precision: Precision, batch: int | None, calib_size: int, max_drop: float | None,
+                     opts: ExportOptions) -> None:
+    """Bad combinations fail before minutes of work."""
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    if calib_size < 1:
+        raise ExportError(f"calib_size must be >= 1, got {calib_size}")
+    if max_drop is not None and precision != Precision.INT8:
+        raise ExportError("--max-drop applies to int8 exports only")
+    if opts.qat_steps and (target, precision) != ("onnx", Precision.INT8):
+        raise ExportError("quantization-aware training (--qat-steps) exports --target onnx --precision int8")
+    if opts.qat_steps and max_drop is not None:
+        raise ExportError("--qat-steps and --max-drop are alternatives; pass one of them")
+
+
+def model_info(src: ModelSource) -> ModelInfo:
+    model, variant = src.model, src.model.variant
+    return ModelInfo(
+        variant=variant.name, variant_config=VariantInfo(**variant.to_dict()),
+        build=ModelBuild(name=variant.name, num_classes=model.num_classes, options=model.options),
+        num_classes=model.num_classes, parameters=count_parameters(model, include_aux=False),
+        parameters_with_aux=count_parameters(model, include_aux=True),
+        multiply_adds=count_macs(model, variant.input_size),
+    )
+
+
+def _manifest(target: str, output: TargetOutput, src: ModelSource, labels: list[str], seconds: float) -> Manifest:
+    spec = output.spec
+    return Manifest(
+        format=spec.format, target=target, precision=spec.precision, artifact=output.artifact.name,
+        artifact_sha256="", artifact_bytes=0,  # filled once the file is final (metadata is embedded first)
+        status=output.status, input=spec.input, output=spec.output,
+        preprocessing=Preprocessing.from_variant(src.model.variant), labels=labels, model=model_info(src),
+        source=SourceInfo(weights=str(src.weights_path), sha256=src.sha256), parity=output.parity,
+        quantization=output.quantization, conversion=Conversion(seconds=seconds, **output.conversion),
+        files=output.files, engine=output.engine, recipe=src.recipe, tools=tool_versions(*TOOLS), created=now_iso(),
+    )
+
+
 def _drop_strays(folder: Path, keep: set[str]) -> None:
     """Remove intermediate files a target left in its staging folder."""
-    import shutil
-
     for entry in folder.iterdir():
         if entry.name in keep:
             continue

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifact import SplitInfo
 from ..data import IMAGE_EXTENSIONS, DataError, ImageFolder, build_transform, load_rgb
 from ..models import VariantConfig
 from .base import ExportError
@@ -32,8 +33,8 @@ class ImageBatch:
     def __len__(self) -> int:
         return len(self.images)
 
-    def describe(self) -> dict:
-        return {"folder": str(self.root), "images": len(self), "of": self.total, "labelled": self.labels is not None}
+    def describe(self) -> SplitInfo:
+        return SplitInfo(folder=str(self.root), images=len(self), of=self.total, labelled=self.labels is not None)
 
 
 def _split_dir(root: Path, split: str) -> Path | None:

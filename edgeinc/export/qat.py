@@ -22,18 +22,17 @@ The post-training path (quantize.py) does use NNCF, on the ONNX graph.
 from __future__ import annotations
 
 import copy
-import time
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from .base import ExportContext, ExportError, missing_extra
+from .base import ExportContext, ExportError
 from .data import load_images
-from .onnx_target import INPUT_NAME, OPSET, OUTPUT_NAME
+from .onnx_io import onnx_module, torch_to_onnx
+from .quantize import Quantized
 
 
 class WeightFakeQuant(nn.Module):
@@ -84,8 +83,6 @@ class InputFakeQuant:
 
 def prepare_qat(model: nn.Module, calibration: torch.Tensor, chunk: int = 16) -> list[InputFakeQuant]:
     """Insert the fake quantizers into ``model`` (in place) and calibrate the input ranges."""
-    from torch.nn.utils import parametrize
-
     observers = []
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -147,29 +144,25 @@ def fold_weight_quantizers(model) -> int:
 
 def _training_images(ctx: ExportContext) -> tuple[np.ndarray, np.ndarray]:
     calib = ctx.calibration()
-    folder = Path(ctx.options.get("qat_data") or calib.root)
-    batch = load_images(folder, ctx.variant, ctx.options.get("qat_images", 2048), ctx.labels, seed=1)
+    folder = Path(ctx.options.qat_data or calib.root)
+    batch = load_images(folder, ctx.variant, ctx.options.qat_images, ctx.labels, seed=1)
     if batch.labels is None:
         raise ExportError(f"QAT needs labelled training images (<class>/<image> folders); {folder} has none")
     return batch.images, batch.labels
 
 
-def qat_quantize(ctx: ExportContext, fp32_path: Path) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune with fake quantization and write ``<stem>_int8_qdq_qat.onnx`` beside ``fp32_path``."""
-    try:
-        import onnx
-    except ImportError:
-        raise missing_extra("onnx", "export") from None
-    steps = int(ctx.options["qat_steps"])
-    lr = float(ctx.options.get("qat_lr", 1e-5))
-    batch_size = int(ctx.options.get("qat_batch_size", 16))
+def qat_quantize(ctx: ExportContext, src: Path, dst: Path) -> Quantized:
+    """Fine-tune with fake quantization and write the Q/DQ ONNX to ``dst`` (``src``, the fp32 ONNX,
+    is not needed: the fine-tuned PyTorch model is exported)."""
+    onnx = onnx_module()
+    opts = ctx.options
+    steps = int(opts.qat_steps or 0)
     if steps < 1:
         raise ExportError(f"qat_steps must be >= 1, got {steps}")
-    start = time.perf_counter()
     x, y = _training_images(ctx)
     model = copy.deepcopy(ctx.source.model).eval()
     prepare_qat(model, torch.from_numpy(ctx.calibration().images))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.qat_lr)
     generator = torch.Generator().manual_seed(0)
     model.train()
     for module in model.modules():  # keep the BatchNorm statistics the checkpoint was evaluated with
@@ -177,7 +170,7 @@ def qat_quantize(ctx: ExportContext, fp32_path: Path) -> tuple[Path, dict[str, A
             module.eval()
     losses = []
     for _ in range(steps):
-        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=generator).numpy()
+        idx = torch.randint(0, len(x), (min(opts.qat_batch_size, len(x)),), generator=generator).numpy()
         out = model(torch.from_numpy(x[idx]))
         logits = out[0] if isinstance(out, tuple) else out
         loss = nn.functional.cross_entropy(logits, torch.from_numpy(y[idx]))
@@ -187,22 +180,12 @@ def qat_quantize(ctx: ExportContext, fp32_path: Path) -> tuple[Path, dict[str, A
         losses.append(loss.item())
     model.eval()
     freeze_weight_scales(model)
-    example = torch.zeros(ctx.batch or 1, 3, ctx.variant.input_size, ctx.variant.input_size)
-    dst = fp32_path.with_name(f"{ctx.stem}_int8_qdq_qat.onnx")
-    raw = dst.with_suffix(".raw.onnx")
-    dynamic = None if ctx.batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(raw), opset_version=OPSET, dynamo=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic)
+    raw = torch_to_onnx(model, dst.with_suffix(".raw.onnx"), ctx.variant.input_size, ctx.batch)
     graph = onnx.load(str(raw))
     raw.unlink()
     folded = fold_weight_quantizers(graph)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(dst))
-    return dst, {
-        "method": "quantization-aware training (PyTorch fake quantization, straight-through), exported as Q/DQ",
-        "qat": {"steps": steps, "lr": lr, "batch_size": batch_size, "optimizer": "Adam", "train_images": int(len(x)),
-                "loss_first": losses[0], "loss_last": losses[-1], "folded_weight_quantizers": folded},
-        "seconds": time.perf_counter() - start,
-    }
+    return Quantized({"qat": {"steps": steps, "lr": opts.qat_lr, "batch_size": opts.qat_batch_size, "optimizer": "Adam",
+                              "train_images": int(len(x)), "loss_first": losses[0], "loss_last": losses[-1],
+                              "folded_weight_quantizers": folded}})

@@ -36,9 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from .base import TARGETS, ExportContext, ExportError, ParityError, TargetInfo, TargetOutput, accuracy, compare_logits
+from ..artifact import ConversionAttempt, Precision, Preprocessing, RunnerSpec, TensorSpec
+from ..scoring import ParityError
+from ..utils.io import sha256_file
+from .base import ExportContext, ExportError, TargetOutput
 from .data import denormalize_nhwc
-from .onnx_target import fp32_onnx, ort_logits
+from .onnx_target import fp32_onnx
+from .quantize import quantization_report
 
 BACKENDS = ("auto", "flatbuffer_direct", "tf_converter")
 FULL_INT8_SUFFIX = "_full_integer_quant.tflite"
@@ -52,7 +56,7 @@ def onnx2tf_version() -> str | None:
         return None
 
 
-def _plan(precision: str, backend: str) -> list[str]:
+def _plan(precision: Precision, backend: str) -> list[str]:
     """The back ends to try, in order."""
     version = onnx2tf_version()
     if version is None:
@@ -103,7 +107,7 @@ def run_onnx2tf(onnx_path: Path, out_dir: Path, backend: str, precision: str, ct
         np.save(work / "calib.npy", pixels)
         job["full_int8"] = {
             "calib_npy": str(work / "calib.npy"), "mean": list(ctx.variant.mean), "std": list(ctx.variant.std),
-            "io": ctx.options.get("int8_io", "int8"), "out": str(out_dir.resolve() / f"{onnx_path.stem}{FULL_INT8_SUFFIX}"),
+            "io": ctx.options.int8_io, "out": str(out_dir.resolve() / f"{onnx_path.stem}{FULL_INT8_SUFFIX}"),
         }
     spec = work / "spec.json"
     spec.write_text(json.dumps(job))
@@ -132,34 +136,26 @@ def _pick(files: list[Path], precision: str) -> Path:
     return found[0]
 
 
-@TARGETS.register("tflite", meta=TargetInfo(("fp32", "fp16", "int8"), "TFLite via onnx2tf, run by LiteRT", "tflite"))
-def export_tflite(ctx: ExportContext, precision: str) -> TargetOutput:
-    from ..runtime.backends import litert_interpreter, litert_io, litert_predict
-    from ..runtime.base import RuntimeUnavailableError
-
-    if precision == "int8":  # before minutes of conversion, not after
+def export_tflite(ctx: ExportContext, precision: Precision) -> TargetOutput:
+    if precision == Precision.INT8:  # before minutes of conversion, not after
         ctx.require_validation("an INT8 export (it reports FP32 vs INT8 accuracy)")
-    onnx_path = fp32_onnx(ctx)
-    reference = ort_logits(onnx_path, ctx.parity_batch(), ctx.batch, ctx.threads)
-    io = ctx.options.get("int8_io", "int8")
-    if io not in ("int8", "uint8"):
-        raise ExportError(f"int8 input/output dtype must be int8 or uint8, got {io!r}")
+    onnx_path, onnx_spec, onnx_parity = fp32_onnx(ctx)
+    reference = (ctx.run(onnx_path, onnx_spec, ctx.parity_batch()), "onnxruntime fp32 (the exported ONNX)")
+    io = ctx.options.int8_io
     name = {"fp32": "fp32", "fp16": "fp16", "int8": f"full_int8_{io}io"}[precision]
     final = ctx.workdir / f"{ctx.stem}_{name}.tflite"
-    attempts: list[dict[str, Any]] = []
-    for backend in _plan(precision, ctx.options.get("tflite_backend", "auto")):
-        attempt: dict[str, Any] = {"backend": backend}
+    attempts: list[ConversionAttempt] = []
+    for backend in _plan(precision, ctx.options.tflite_backend):
+        attempt = ConversionAttempt(backend=backend)
         attempts.append(attempt)
         out_dir = Path(tempfile.mkdtemp(prefix=f"tflite-{backend}-", dir=ctx.workdir))
         try:
-            files, attempt["seconds"] = run_onnx2tf(onnx_path, out_dir, backend, precision, ctx)
+            files, attempt.seconds = run_onnx2tf(onnx_path, out_dir, backend, precision, ctx)
             chosen = _pick(files, precision)
-            logits = litert_predict(chosen, ctx.parity_batch(), ctx.threads)
-            parity = compare_logits(reference, logits, ctx.tolerance(precision), f"{precision} TFLite vs ONNX Runtime fp32")
-            if not parity["passed"]:
-                raise ParityError(f"{precision} TFLite ({backend}) vs ONNX Runtime: {'; '.join(parity['problems'])}")
-        except (ExportError, RuntimeUnavailableError) as e:
-            attempt["error"] = str(e)[-2000:]
+            spec = tflite_spec(chosen, ctx, precision)
+            parity = ctx.check(chosen, spec, f"{precision} TFLite ({backend}) vs ONNX Runtime fp32", reference)
+        except (ExportError, ParityError) as e:
+            attempt.error = str(e)[-2000:]
             shutil.rmtree(out_dir, ignore_errors=True)
             continue
         float_file = next((f for f in files if f.name.endswith("_float32.tflite")), None)
@@ -168,51 +164,44 @@ def export_tflite(ctx: ExportContext, precision: str) -> TargetOutput:
         shutil.rmtree(out_dir, ignore_errors=True)
         break
     else:
-        errors = "\n".join(f"- {a['backend']}: {a['error']}" for a in attempts)
+        errors = "\n".join(f"- {a.backend}: {a.error}" for a in attempts)
         raise ExportError(f"TFLite {precision} export failed with every back end tried:\n{errors}")
 
-    parity.update(reference="onnxruntime fp32 (the exported ONNX)", runtime="litert")
-    interpreter = litert_interpreter(final)
-    in_spec, out_spec = litert_io(interpreter)
-    del interpreter
-    fields: dict[str, Any] = {
-        "format": "tflite", "input": in_spec, "output": out_spec, "parity": parity,
-        "conversion": {
-            "tool": "onnx2tf", "onnx2tf_version": onnx2tf_version(), "backend": attempts[-1]["backend"],
-            "attempts": attempts, "converter_seconds": attempts[-1]["seconds"],
-            "batch": ctx.batch or 1,
-            "notes": {
-                "fp32": "float32 weights and activations",
-                "fp16": "float16 weights, dequantized to float32 at load; float32 input/output",
-                "int8": f"full integer: int8 weights (per-channel) and activations, {io} input/output",
-            }[precision],
-            "parent_onnx_sha256": _sha(onnx_path),
-        },
+    notes = {
+        "fp32": "float32 weights and activations",
+        "fp16": "float16 weights, dequantized to float32 at load; float32 input/output",
+        "int8": f"full integer: int8 weights (per-channel) and activations, {io} input/output",
+    }[precision]
+    conversion = {
+        "tool": f"onnx2tf {onnx2tf_version()}", "backend": attempts[-1].backend, "attempts": attempts, "notes": notes,
+        "steps": {"onnx_export": ctx._cache["onnx_export_seconds"], "convert": attempts[-1].seconds},
+        "settings": {"batch": ctx.batch or 1, "parent_onnx_sha256": sha256_file(onnx_path)},
     }
-    if precision == "int8":
-        val = ctx.require_validation("an INT8 export (it reports FP32 vs INT8 accuracy)")
-        fp32_acc = accuracy(ort_logits(onnx_path, val.images, ctx.batch, ctx.threads), val.labels)
-        int8_acc = accuracy(litert_predict(final, val.images, ctx.threads), val.labels)
-        fields["quantization"] = {
-            "method": "TFLiteConverter full-integer post-training quantization of onnx2tf's graph (built-in ops only)",
-            "weights": "int8, per-channel, symmetric",
-            "activations": "int8, per-tensor, asymmetric (TFLite scheme)",
-            "io": {"dtype": io, "input": in_spec["quantization"], "output": out_spec["quantization"]},
-            "calibration": ctx.calibration().describe(),
-            "accuracy": {
-                "split": val.describe(), "fp32": fp32_acc, "int8": int8_acc,
-                "fp32_runtime": "onnxruntime (fp32 ONNX)", "int8_runtime": "litert",
-                "top1_drop_points": fp32_acc["top1"] - int8_acc["top1"],
-                "top5_drop_points": fp32_acc["top5"] - int8_acc["top5"],
-            },
-            "size": {"fp32_tflite_bytes": float_bytes, "int8_bytes": final.stat().st_size,
-                     "ratio": (float_bytes / final.stat().st_size) if float_bytes else None},
-        }
+    quantization = None
+    if precision == Precision.INT8:
+        quantization = quantization_report(
+            ctx, "tflite-full-int8",
+            "TFLiteConverter full-integer post-training quantization of onnx2tf's graph (built-in ops only)",
+            "int8, per-channel, symmetric", f"int8, per tensor, asymmetric (TFLite scheme); {io} input/output",
+            (onnx_path, onnx_spec), (final, spec), float_bytes, attempts[-1].seconds or 0.0,
+            details={"io": {"dtype": io, "input": _q(spec.input), "output": _q(spec.output)},
+                     "fp32_size_from": "the float32 .tflite onnx2tf wrote beside it"},
+        )
     onnx_path.unlink()
-    return TargetOutput(final, fields)
+    return TargetOutput(final, spec, [onnx_parity, parity], conversion, quantization=quantization)
 
 
-def _sha(path: Path) -> str:
-    from ..utils.io import sha256_file
+def _q(tensor) -> dict | None:
+    return tensor.quantization.model_dump() if tensor.quantization else None
 
-    return sha256_file(path)
+
+def tflite_spec(path: Path, ctx: ExportContext, precision: Precision) -> RunnerSpec:
+    """The file's own input/output tensors (NHWC, dtype, quantization), read from the interpreter."""
+    from ..runtime.backends import litert_interpreter, litert_io
+
+    try:
+        in_spec, out_spec = litert_io(litert_interpreter(path))
+    except ValueError as e:  # RuntimeUnavailableError: LiteRT is missing or refuses the file
+        raise ExportError(str(e)) from e
+    return RunnerSpec(format="tflite", precision=precision, input=TensorSpec(**in_spec), output=TensorSpec(**out_spec),
+                      preprocessing=Preprocessing.from_variant(ctx.variant), labels=ctx.labels, variant=ctx.variant.name)

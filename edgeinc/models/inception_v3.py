@@ -22,6 +22,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelOptions
+
 BN_EPS = 1e-3  # TF-slim's batch_norm_epsilon; torchvision and timm use the same
 
 Stem = Literal["factorized", "7x7"]
@@ -314,32 +316,27 @@ class InceptionV3(nn.Module):
         *,
         first_conv_stride: int = 2,
         first_maxpool: bool = True,
-        stem: Stem = "factorized",
-        aux_logits: bool = True,
-        aux_bn: bool = True,
-        dropout: float = 0.5,
-        depth_multiplier: float = 1.0,
-        min_depth: int = 16,
-        in_chans: int = 3,
+        options: ModelOptions | None = None,
         variant: VariantConfig | None = None,
     ) -> None:
+        """``options``: width, heads, dropout, stem (edgeinc.config.ModelOptions: the one set of
+        defaults the recipe, the factory and the weights metadata share)."""
         super().__init__()
+        options = options or ModelOptions()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if first_conv_stride not in (1, 2):
             raise ValueError(f"first_conv_stride must be 1 or 2, got {first_conv_stride}")
-        if stem not in ("factorized", "7x7"):
-            raise ValueError(f"stem must be 'factorized' or '7x7', got {stem!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        depth = make_depth(depth_multiplier, min_depth)
+        self.options = options
+        stem, in_chans = options.stem, options.in_chans
+        depth = make_depth(options.depth_multiplier, options.min_depth)
         self.stem_spec = StemSpec(first_conv_stride, first_maxpool, stem)
         self.variant = variant
         self.num_classes = num_classes
-        self.aux_logits = aux_logits
-        self.aux_bn = aux_bn
-        self.depth_multiplier = depth_multiplier
-        self.min_depth = min_depth
+        self.aux_logits = options.aux_logits
+        self.aux_bn = options.aux_bn
+        self.depth_multiplier = options.depth_multiplier
+        self.min_depth = options.min_depth
 
         s = first_conv_stride
         if stem == "7x7":  # Inception-v2's first layer (Table 3 ablation)
@@ -363,14 +360,14 @@ class InceptionV3(nn.Module):
         self.Mixed_6d = InceptionC(self.Mixed_6c.out_channels, channels_7x7=160, depth=depth)  # 768 x 17
         self.Mixed_6e = InceptionC(self.Mixed_6d.out_channels, channels_7x7=192, depth=depth)  # 768 x 17
         aux_in = self.Mixed_6e.out_channels
-        self.AuxLogits = InceptionAux(aux_in, num_classes, depth, aux_bn) if aux_logits else None
+        self.AuxLogits = InceptionAux(aux_in, num_classes, depth, options.aux_bn) if options.aux_logits else None
         self.Mixed_7a = InceptionD(self.Mixed_6e.out_channels, depth=depth)  # 1280 x 8
         self.Mixed_7b = InceptionE(self.Mixed_7a.out_channels, depth=depth)  # 2048 x 8
         self.Mixed_7c = InceptionE(self.Mixed_7b.out_channels, depth=depth)  # 2048 x 8
         self.num_features = self.Mixed_7c.out_channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # 2048 x 1 x 1
         self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = nn.Dropout(p=options.dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
         self._stages = [name for name, *_ in self._feature_modules()]
         self.init_weights()

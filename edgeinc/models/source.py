@@ -1,10 +1,8 @@
 """What every later step (eval, export, bench, the patch classifier) starts from: a run directory or a
-weights file, resolved to a model plus the labels and recipe it was trained with.
+weights file (edgeinc.rundir), resolved to a model plus the labels and recipe it was trained with.
 
-The contract (written by training, read here):
-  RUN_DIR/ema.safetensors    EMA weights (preferred: the paper evaluates the running average)
-  RUN_DIR/model.safetensors  raw weights
-Each is a ``save_weights`` file whose metadata holds ``edgeinc.model`` (how to rebuild it),
+A run directory's EMA weights are preferred (the paper evaluates the running average). Each weights
+file is a ``save_weights`` file whose metadata holds ``edgeinc.model`` (how to rebuild it),
 ``edgeinc.labels`` (JSON list of class names, label order) and ``edgeinc.recipe`` (JSON, resolved recipe).
 """
 
@@ -15,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..rundir import WEIGHT_FILES, RunDir
 from ..utils.io import sha256_file
 from .inception_v3 import InceptionV3
 from .weights import CheckpointError, load_weights, read_metadata
 
-WEIGHT_FILES = {"ema": "ema.safetensors", "model": "model.safetensors"}
 
 
 @dataclass
@@ -40,16 +38,34 @@ def resolve_weights_path(path: str | os.PathLike, prefer: str = "ema") -> Path:
     """A run directory -> its EMA (or raw) weights file; a file -> itself. Errors name what was looked for."""
     path = Path(path)
     if path.is_dir():
-        order = [prefer] + [k for k in WEIGHT_FILES if k != prefer]
-        for kind in order:
-            candidate = path / WEIGHT_FILES[kind]
-            if candidate.is_file():
-                return candidate
-        wanted = " or ".join(WEIGHT_FILES[k] for k in order)
-        raise CheckpointError(f"{path}: not a run directory (no {wanted} in it)")
+        found = RunDir(path).find_weights(prefer)
+        if found is None:
+            raise CheckpointError(f"{path}: not a run directory (no {' or '.join(WEIGHT_FILES.values())} in it)")
+        return found
     if not path.is_file():
         raise CheckpointError(f"{path}: no such run directory or weights file")
     return path
+
+
+def _check_run_recipe(path: Path, weights: Path, variant: str) -> None:
+    """A run directory's weights must be of the model its recipe trains (files copied between runs are not)."""
+    import yaml
+
+    recipe = RunDir(path).recipe if path.is_dir() else None
+    if recipe is None or not recipe.is_file():
+        return
+    try:
+        trained = ((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return  # the recipe's own problems are reported where it is read as a recipe
+    if trained and trained != variant:
+        raise CheckpointError(f"{weights} holds {variant} weights, but the run's recipe {recipe} trains {trained}: "
+                              f"the files come from different runs")
+
+
+def nonfinite_tensors(model) -> list[str]:
+    """Names of the floating-point parameters and buffers that hold NaN or inf."""
+    return [name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(t.isfinite().all())]
 
 
 def load_source(path: str | os.PathLike, prefer: str = "ema") -> ModelSource:
@@ -69,4 +85,9 @@ def load_source(path: str | os.PathLike, prefer: str = "ema") -> ModelSource:
         raise CheckpointError(
             f"{weights}: edgeinc.labels has {len(labels)} names but the model has {model.num_classes} classes"
         )
+    _check_run_recipe(Path(path), weights, model.variant.name)
+    bad = nonfinite_tensors(model)
+    if bad:  # a diverged run's weights would still "score" a top-1 (issue 12): refuse them everywhere
+        raise CheckpointError(f"{weights}: {len(bad)} weight tensor(s) hold NaN or inf (e.g. {', '.join(bad[:3])}): "
+                              f"the run that wrote them diverged; use an earlier checkpoint or train again")
     return ModelSource(model, weights, sha256_file(weights), labels, recipe, meta)

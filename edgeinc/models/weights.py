@@ -35,7 +35,8 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickled code refused by weights_only, ...
-        raise CheckpointError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a readable weights file ({load_failure(e)}); a weights file is read as "
+                              f"data only (safetensors, or a plain state dict)") from e
     if key is not None:
         if not isinstance(state, dict) or key not in state:
             raise CheckpointError(f"{path}: has no entry {key!r}")
@@ -51,6 +52,16 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def load_failure(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to retry with
+    ``weights_only=False`` (that would run the code a hostile file carries)."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines() if line.strip().startswith(("Trying to load", "Unsupported"))), "")
+        return f"it holds pickled objects or code, refused unread{': ' + detail if detail else ''}"
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True, key: str | None = None):
@@ -96,33 +107,21 @@ def load_weights(path: str | os.PathLike) -> nn.Module:
     meta = read_metadata(path)
     if "edgeinc.model" not in meta:
         raise CheckpointError(f"{path}: has no 'edgeinc.model' metadata; build the model and use load_checkpoint")
-    spec = json.loads(meta["edgeinc.model"])
-    model = create_model(spec["name"], **spec["kwargs"])
+    try:
+        spec = json.loads(meta["edgeinc.model"])
+        if "kwargs" in spec:  # written before ModelOptions (schema of stop 7): the options beside num_classes
+            spec = {"name": spec["name"], "num_classes": spec["kwargs"].pop("num_classes"), "options": spec["kwargs"]}
+        model = create_model(spec["name"], num_classes=spec["num_classes"], **spec["options"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: metadata 'edgeinc.model' does not describe a model ({type(e).__name__}: {e})") from None
     load_checkpoint(model, path)
     return model
 
 
 def model_spec(model: nn.Module) -> dict | None:
-    """Name and options that rebuild ``model`` with ``create_model`` (None for foreign models)."""
+    """Name, class count and options that rebuild ``model`` with ``create_model`` (None for foreign models)."""
     from .inception_v3 import InceptionV3
 
     if not isinstance(model, InceptionV3) or model.variant is None:
         return None
-    return {
-        "name": model.variant.name,
-        "kwargs": {
-            "num_classes": model.num_classes,
-            "aux_logits": model.aux_logits,
-            "aux_bn": model.aux_bn,
-            "dropout": model.dropout.p,
-            "depth_multiplier": model.depth_multiplier,
-            "min_depth": model.min_depth,
-            "stem": model.stem_spec.stem,
-            "in_chans": model_in_chans(model),
-        },
-    }
-
-
-def model_in_chans(model: nn.Module) -> int:
-    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return first.in_channels
+    return {"name": model.variant.name, "num_classes": model.num_classes, "options": model.options.model_dump()}

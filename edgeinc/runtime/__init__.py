@@ -2,6 +2,10 @@
 
     runner = load_runner("artifacts/quickstart/tflite-int8")   # backend from the manifest's format
     logits = runner.predict(images)                            # normalised NCHW float32 in, float logits out
+    runner.executed.summary                                    # what the runtime's kernels actually run
+
+A runner needs only the artifact's ``RunnerSpec`` (edgeinc.artifact): from its manifest, or in memory
+(``open_runner``) while an export checks the file it just wrote.
 """
 
 from __future__ import annotations
@@ -9,15 +13,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..artifact import RunnerSpec, load_manifest
+from ..rundir import is_model_source
 from . import backends  # noqa: F401  (registers the runners)
-from .backends import litert_predict, tensorrt_available
+from .backends import tensorrt_available
 from .base import DEFAULT_BACKEND, RUNNERS, Executed, Runner, RunnerInfo, RuntimeUnavailableError, dequantize, normalize, quantize
 
 
-def _is_checkpoint(path: Path) -> bool:
-    return path.suffix in (".safetensors", ".pt", ".pth") or (
-        path.is_dir() and any((path / f).is_file() for f in ("ema.safetensors", "model.safetensors"))
-    )
+def _runner_class(fmt: str, backend: str | None, where: object) -> type:
+    name = backend or DEFAULT_BACKEND[fmt]
+    info: RunnerInfo = RUNNERS.meta(name)  # unknown name: UnknownNameError with suggestions
+    if fmt not in info.formats:
+        readers = [e.name for e in RUNNERS if fmt in e.meta.formats]
+        raise ValueError(f"runner {name!r} cannot run a {fmt} artifact ({where}); runners for {fmt}: {', '.join(readers)}")
+    return RUNNERS.get(name)
 
 
 def load_runner(
@@ -38,24 +47,31 @@ def load_runner(
     RuntimeUnavailableError. ``flush_denormals``: treat denormal floats as zero (default; off: as computed).
     What the runtime then executes is read back into ``runner.executed``.
     The artifact's sha256 is checked against its manifest before anything is loaded."""
-    from ..export.manifest import load_manifest
-
     path = Path(path)
-    if _is_checkpoint(path):
-        fmt, manifest, artifact = "torch", None, path
-    else:
-        manifest, folder = load_manifest(path)
-        fmt, artifact = manifest.format, folder / manifest.artifact
-    name = backend or DEFAULT_BACKEND[fmt]
-    info: RunnerInfo = RUNNERS.meta(name)
-    if fmt not in info.formats:
-        readers = [e.name for e in RUNNERS if fmt in e.meta.formats]
-        raise ValueError(f"runner {name!r} cannot run a {fmt} artifact ({path}); runners for {fmt}: {', '.join(readers)}")
-    return RUNNERS.get(name)(artifact, manifest, threads=threads, precision=precision, flush_denormals=flush_denormals,
-                             **kwargs)
+    if is_model_source(path):
+        return _runner_class("torch", backend, path)(path, None, threads=threads, precision=precision,
+                                                      flush_denormals=flush_denormals, **kwargs)
+    manifest, folder = load_manifest(path)
+    return open_runner(folder / manifest.artifact, manifest.runner_spec(), backend, threads, precision=precision,
+                       flush_denormals=flush_denormals, **kwargs)
+
+
+def open_runner(
+    artifact: str | os.PathLike,
+    spec: RunnerSpec,
+    backend: str | None = None,
+    threads: int | None = None,
+    *,
+    precision: str | None = None,
+    flush_denormals: bool = True,
+    **kwargs,
+) -> Runner:
+    """A runner for the file ``artifact`` described by ``spec`` (an in-memory manifest: no sha256 check)."""
+    return _runner_class(spec.format, backend, artifact)(Path(artifact), spec, threads=threads, precision=precision,
+                                                         flush_denormals=flush_denormals, **kwargs)
 
 
 __all__ = [
-    "DEFAULT_BACKEND", "RUNNERS", "Executed", "Runner", "RunnerInfo", "RuntimeUnavailableError", "dequantize", "litert_predict",
-    "load_runner", "normalize", "quantize", "tensorrt_available",
+    "DEFAULT_BACKEND", "RUNNERS", "Executed", "Runner", "RunnerInfo", "RuntimeUnavailableError", "dequantize",
+    "load_runner", "normalize", "open_runner", "quantize", "tensorrt_available",
 ]

@@ -11,12 +11,23 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import RunnerSpec
 from .base import RUNNERS, Executed, ManifestRunner, RunnerInfo, RuntimeUnavailableError, dequantize, quantize, requested_precision
 
 
 # ---------------------------------------------------------------------------------------------
 # PyTorch: a run directory or weights file (no manifest; preprocessing from the model's variant)
 # ---------------------------------------------------------------------------------------------
+
+
+def torch_model_logits(model, images: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Float32 logits of an eval-mode PyTorch model on normalised NCHW images (export's reference)."""
+    import torch
+
+    model = model.eval()
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(images[i : i + chunk])).float().numpy()
+                               for i in range(0, len(images), chunk)])
 
 
 TORCH_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float64": "fp64"}
@@ -27,7 +38,7 @@ TORCH_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float1
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, path: Path, manifest: Any = None, threads: int | None = None, device: str = "cpu",
+    def __init__(self, path: Path, spec: RunnerSpec | None = None, threads: int | None = None, device: str = "cpu",
                  precision: str | None = None, flush_denormals: bool = True) -> None:
         import torch
 
@@ -56,7 +67,7 @@ class TorchRunner:
                       "layout": "NCHW", "dtype": "float32", "quantization": None}
         self.preprocessing = {"input_size": variant.input_size, "mean": list(variant.mean), "std": list(variant.std),
                               "crop_fraction": variant.crop_fraction, "interpolation": variant.interpolation}
-        self.manifest = None
+        self.variant = variant.name
         self.executed = self._read_back_precision()
 
     def _read_back_precision(self) -> Executed:
@@ -132,9 +143,9 @@ def ort_executed(optimized_model: Path) -> Executed:
 class OnnxRuntimeRunner(ManifestRunner):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, precision: str | None = None,
                  flush_denormals: bool = True) -> None:
-        super().__init__(path, manifest, threads, precision)
+        super().__init__(path, spec, threads, precision)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -246,9 +257,9 @@ class LiteRTRunner(ManifestRunner):
     name = "litert"
     flush_denormals = None  # LiteRT has no switch for it
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, precision: str | None = None,
                  flush_denormals: bool = True) -> None:
-        super().__init__(path, manifest, threads, precision)
+        super().__init__(path, spec, threads, precision)
         self.interpreter = litert_interpreter(path, threads)
         self.executed = litert_executed(self.interpreter)
         detail = self.interpreter.get_input_details()[0]
@@ -297,11 +308,10 @@ def openvino_executed(compiled) -> Executed:
 class OpenVINORunner(ManifestRunner):
     name = "openvino"
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, hint: str = "LATENCY",
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, hint: str = "LATENCY",
                  precision: str | None = None, flush_denormals: bool = True) -> None:
-        super().__init__(path, manifest, threads, precision)
-        flavour = (manifest.quantization or {}).get("flavour")
-        if flavour == "tensorrt":
+        super().__init__(path, spec, threads, precision)
+        if spec.quantizer == "tensorrt":
             # Measured: OpenVINO computes wrong outputs from ONNX Runtime's int8-activation Q/DQ graph.
             raise RuntimeUnavailableError(
                 f"{path} is the TensorRT-flavour Q/DQ ONNX, which OpenVINO runs incorrectly; "
@@ -378,19 +388,20 @@ class TensorRTRunner(ManifestRunner):
     name = "tensorrt"
     flush_denormals = None
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None,
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, precision: str | None = None,
                  flush_denormals: bool = True) -> None:
-        super().__init__(path, manifest, threads, precision)  # GPU kernels: no denormal switch
+        super().__init__(path, spec, threads, precision)  # GPU kernels: no denormal switch
         ok, why = tensorrt_available()
         if not ok:
             raise RuntimeUnavailableError(f"cannot run the TensorRT engine {path}: {why}")
         import tensorrt as trt
         import torch
 
-        built = (manifest.engine or {}).get("tensorrt_version")
-        if built and built.split(".")[:2] != trt.__version__.split(".")[:2]:
+        built = spec.engine.tensorrt_version if spec.engine else None
+        if built and built != trt.__version__:  # a serialized engine runs only under the exact version
             raise RuntimeUnavailableError(
-                f"{path} was built with TensorRT {built}; this machine has {trt.__version__}: rebuild it here"
+                f"{path} was built with TensorRT {built}; this machine has {trt.__version__}: rebuild it here "
+                f"(python -m edgeinc.deploy.build_trt_engine {path.parent / 'manifest.json'})"
             )
         self._torch = torch
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -404,12 +415,20 @@ class TensorRTRunner(ManifestRunner):
         self._out = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self._out_dtype = getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._out))).name)
         self.stream = torch.cuda.Stream()
+        # The engine's one optimization profile bounds the batch: larger batches are split (run()).
+        self._max_batch = int(self.engine.get_tensor_profile_shape(self._in, 0)[2][0])
         self.executed = tensorrt_executed(self.engine, trt, self.precision)
+
+    @property
+    def max_batch(self) -> int | None:
+        return self._max_batch
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
-        self.context.set_input_shape(self._in, tuple(x.shape))
+        if not self.context.set_input_shape(self._in, tuple(x.shape)):  # False, not an exception, in 10.x/11.x
+            raise RuntimeError(f"{self.path}: TensorRT refused input shape {tuple(x.shape)} (profile: batch <= "
+                               f"{self._max_batch})")
         y = torch.empty(tuple(self.context.get_tensor_shape(self._out)), dtype=self._out_dtype, device="cuda")
         self.context.set_tensor_address(self._in, x.data_ptr())
         self.context.set_tensor_address(self._out, y.data_ptr())

@@ -16,7 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..artifact import RunnerSpec
 from ..registry import Registry
+from ..utils.cpu import bf16_unavailable_reason
 
 
 class RuntimeUnavailableError(ValueError):
@@ -63,6 +65,7 @@ class Runner(Protocol):
     labels: list[str]
     input: dict[str, Any]  # name, shape, layout, dtype, quantization (the manifest's input spec)
     preprocessing: dict[str, Any]  # input_size, mean, std, crop_fraction, interpolation
+    variant: str  # the registered model it is a variant of
 
     def prepare(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -80,7 +83,7 @@ class RunnerInfo:
     runtime_precisions: tuple[str, ...] = ()
 
 
-# name -> class(path: Path, manifest: Manifest | None, threads: int | None) -> Runner
+# name -> class(path: Path, spec: RunnerSpec | None, threads, precision, flush_denormals, **options) -> Runner
 RUNNERS: Registry[type] = Registry("runner")
 
 # The backend used when none is named, by artifact format.
@@ -116,8 +119,6 @@ def normalize(pixels: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
 def requested_precision(name: str, artifact_precision: str, precision: str | None) -> str:
     """The precision a runner is asked to run: the artifact's own, or a runtime option such as bf16
     for an fp32 artifact where the runtime and the CPU support it (else RuntimeUnavailableError)."""
-    from ..utils.cpu import bf16_unavailable_reason
-
     if precision is None or precision == artifact_precision:
         return artifact_precision
     info: RunnerInfo = RUNNERS.meta(name)
@@ -132,25 +133,36 @@ def requested_precision(name: str, artifact_precision: str, precision: str | Non
 
 
 class ManifestRunner:
-    """Shared behaviour: layout/dtype conversion from the manifest, fixed-batch chunking."""
+    """Shared behaviour of the runners of exported files: layout/dtype conversion from the artifact's
+    ``RunnerSpec`` (its manifest's, or an export's in-memory one), and batches cut to what the runtime
+    accepts (a fixed batch is padded; a maximum batch splits)."""
 
     name = "?"
     flush_denormals: bool | None = None
 
-    def __init__(self, path: Path, manifest: Any, threads: int | None = None, precision: str | None = None) -> None:
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, precision: str | None = None) -> None:
         self.path = path
-        self.manifest = manifest
+        self.spec = spec
         self.threads = threads
-        self.precision = requested_precision(self.name, manifest.precision, precision)
-        self.labels = list(manifest.labels)
-        self.input = manifest.input.model_dump()
-        self.output = manifest.output.model_dump()
-        self.preprocessing = manifest.preprocessing.model_dump()
+        self.precision = requested_precision(self.name, spec.precision, precision)
+        self.labels = list(spec.labels)
+        self.input = spec.input.model_dump()
+        self.output = spec.output.model_dump()
+        self.preprocessing = spec.preprocessing.model_dump()
+
+    @property
+    def variant(self) -> str:
+        return self.spec.variant
 
     @property
     def fixed_batch(self) -> int | None:
         first = self.input["shape"][0]
         return first if isinstance(first, int) else None
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch the runtime accepts at once (None: any)."""
+        return self.fixed_batch
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -159,14 +171,14 @@ class ManifestRunner:
         return np.ascontiguousarray(quantize(x, self.input["quantization"], self.input["dtype"]))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        fixed = self.fixed_batch
-        if fixed is None or len(batch) == fixed:
+        step, fixed = self.max_batch, self.fixed_batch
+        if step is None or len(batch) == step or (fixed is None and len(batch) <= step):
             return dequantize(self._run(batch), self.output["quantization"])
         outs = []
-        for start in range(0, len(batch), fixed):
-            chunk = batch[start : start + fixed]
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
             n = len(chunk)
-            if n < fixed:
+            if fixed is not None and n < fixed:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
             outs.append(self._run(chunk)[:n])
         return dequantize(np.concatenate(outs), self.output["quantization"])

@@ -72,9 +72,10 @@ def init_distributed(device_spec: str) -> DistContext:
         raise ValueError(f"train.device={device_spec} names one GPU; with torchrun use train.device=cuda "
                          f"(one GPU per rank)")
     device = resolve_device(device_spec, local_rank)
+    if device.type == "cuda":
+        # also for one process on cuda:N: kernels, NCCL and the caching allocator then use that GPU
+        torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)

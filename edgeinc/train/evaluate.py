@@ -25,7 +25,9 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode, v2
 
+from ..artifact import Accuracy
 from ..models import VariantConfig
+from ..scoring import accuracy_from_counts
 from .distributed import DistContext, resolve_device
 from .sampling import ShardSampler
 
@@ -81,9 +83,9 @@ def count_correct(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     ctx: DistContext | None = None,
-) -> tuple[int, int, int]:
-    """(top-1 correct, top-5 correct, images) over ``loader``, summed over ranks. Batches of
-    (B, V, 3, S, S) multi-crop views are averaged in probability over V."""
+) -> Accuracy:
+    """Top-1 / top-5 (percent) over ``loader``, summed over ranks. Batches of (B, V, 3, S, S)
+    multi-crop views are averaged in probability over V. No image: a DataError."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
@@ -108,14 +110,16 @@ def count_correct(
         ctx.all_reduce_sum(totals)
     model.train(was_training)
     c1, c5, n = (int(x) for x in totals.tolist())
-    return c1, c5, n
+    if n == 0:
+        from ..data import DataError
+
+        raise DataError("no readable images to evaluate")
+    return accuracy_from_counts(c1, c5, n, k)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    top1: float
-    top5: float
-    images: int
+    accuracy: Accuracy  # percent, like every other report
     crops: int
     model: str
     weights: str
@@ -123,8 +127,21 @@ class EvalResult:
     data: str
     classes: int
 
+    @property
+    def top1(self) -> float:
+        return self.accuracy.top1
+
+    @property
+    def top5(self) -> float:
+        return self.accuracy.top5
+
+    @property
+    def images(self) -> int:
+        return self.accuracy.images
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "accuracy": self.accuracy.model_dump(), "top1": self.top1, "top5": self.top5,
+                "images": self.images}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -176,8 +193,8 @@ def evaluate(
         collate_fn=collate_skip_bad, pin_memory=dev.type == "cuda",
     )
     dtype = torch.bfloat16 if dev.type == "cuda" else None
-    c1, c5, n = count_correct(model, loader, dev, autocast_dtype=dtype)
-    if n == 0:
-        raise DataError(f"{split}: no readable images to evaluate")
-    return EvalResult(c1 / n, c5 / n, n, crops, src.name, str(src.weights_path), src.sha256, str(split),
-                      len(dataset.classes))
+    try:
+        acc = count_correct(model, loader, dev, autocast_dtype=dtype)
+    except DataError as e:
+        raise DataError(f"{split}: {e}") from None
+    return EvalResult(acc, crops, src.name, str(src.weights_path), src.sha256, str(split), len(dataset.classes))

@@ -34,7 +34,7 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return "-" if x is None else f"{x:.2f}%"  # accuracies are percent (edgeinc.artifact.Accuracy)
 
 
 def _summary_writer(log_dir: Path, purge_step: int | None):

@@ -78,6 +78,11 @@ class TrainBatchSampler(Sampler[list[SampleKey]]):
         self.rank, self.world_size = rank, world_size
         self.seed, self.epoch, self.start_step = seed, epoch, start_step
 
+    def move_to(self, epoch: int, start_step: int = 0) -> None:
+        """Continue from another (epoch, step): a DataLoader kept across epochs (persistent workers) reads
+        its batch sampler anew at every pass, so moving it is all a new epoch or a resume needs."""
+        self.epoch, self.start_step = epoch, start_step
+
     def permutation(self) -> list[int]:
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         return torch.randperm(self.num_samples, generator=g).tolist()

@@ -14,7 +14,7 @@ from functools import cache
 INTERESTING_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "i8mm",
-    "sve", "bf16",
+    "sve", "sme", "sme2", "bf16",
 )
 # Native bfloat16 arithmetic: x86 AVX-512 BF16 / AMX, Arm's BF16 extension.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")

@@ -1,0 +1,1 @@
+../edgeinc/deploy/build_trt_engine.py
