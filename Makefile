@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := dev,export,tflite,openvino,bench,detect
+EXTRAS := dev,export,tflite,openvino,bench,detect,executorch
 # Pin whole stacks that conflict with ours; they run fine beside it (TOOLCHAIN.md traps 1, 2).
 # onnx2tf 2.x declares Python >= 3.12 but runs on 3.11 (its flatbuffer_direct back end: fp32 TFLite in
 # seconds instead of minutes; edgeinc/export/tflite_target.py), hence --ignore-requires-python.
@@ -25,11 +25,14 @@ demo: $(STAMP)
 
 # One worker per core: many tests wait on subprocesses (spawned runtimes, SIGKILL/resume, DDP), so two
 # workers keep both cores busy; the export workspace's tests share one worker (tests/export_helpers.py).
+# ExecuTorch's tests run in a process of their own: its runtime (thread pool, kernel and backend
+# registries) is process-wide, and a worker that had loaded it beside the other runtimes died twice.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup --ignore=tests/test_executorch.py
+	$(BIN)/python -m pytest -q tests/test_executorch.py
 
-# The device runner and the TFLite models on aarch64 under qemu-user (root: debootstrap, chroot); minutes
-# the first time, then the root file system is cached. Not part of `make test` (deploy/README.md).
+# The device runner, the TFLite models and the ExecuTorch .pte on aarch64 under qemu-user (root: debootstrap,
+# chroot); minutes the first time, then the root file system is cached. Not part of `make test` (deploy/README.md).
 arm-check: $(STAMP)
 	bash deploy/arm_check.sh
 

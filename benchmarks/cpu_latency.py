@@ -2,8 +2,8 @@
 """CPU latency of the full-width variants x runtimes x precisions, against this CPU's compute floors.
 
 For each variant (random weights, BatchNorm statistics estimated on synthetic patches, so activations
-and INT8 ranges are realistic), export ONNX fp32/fp16/int8 and TFLite fp32/int8 (edgeinc.export), then
-time every artifact in every runtime that reads it (PyTorch, ONNX Runtime, OpenVINO, LiteRT; fp32 also
+and INT8 ranges are realistic), export ONNX fp32/fp16/int8, TFLite fp32/int8 and ExecuTorch fp32/int8 (edgeinc.export), then
+time every artifact in every runtime that reads it (PyTorch, ONNX Runtime, OpenVINO, LiteRT, ExecuTorch; fp32 also
 in bf16 in OpenVINO and PyTorch where the CPU has native bf16) with ``edgeinc.bench`` at each batch
 size. Every row records the precision the runtime executed (read back from it), the CPU time other
 processes took on its cores (``contended`` rows are measured again, ``--retry-contended``), its ratio
@@ -17,12 +17,13 @@ than its floor is flagged as a measurement error.
 Run it on a quiet machine (nothing else on its cores: the contention column shows it). Writes
 benchmarks/results/cpu_latency_<cpu class>.{md,json,png}, one set per machine class (x86-avx2,
 x86-avx512-vnni-bf16, ...). Exports are cached under benchmarks/work/ (git-ignored) and reused when
-their parent checkpoint is unchanged.
+their parent checkpoint is unchanged; `--export-only` makes them (on a busy machine, if need be) and stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -65,6 +66,9 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=3.0)
     parser.add_argument("--retry-contended", type=int, default=2, help="re-measure contended rows up to N times")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite exports (minutes each on 2 cores)")
+    parser.add_argument("--no-executorch", action="store_true", help="skip the ExecuTorch .pte exports")
+    parser.add_argument("--export-only", action="store_true",
+                        help="make (or reuse) the exports and stop: exports may run on a busy machine, timing may not")
     parser.add_argument("--work", type=Path, default=HERE / "work" / "cpu_latency")
     parser.add_argument("--reuse", type=Path, default=HERE / "work" / "full_width",
                         help="export_full_width.py's --work folder: its checkpoints and artifacts are timed as they are")
@@ -84,8 +88,11 @@ def main() -> int:
                 folder.rename(calib / split / labels[i])
 
     targets = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")] + ([] if args.no_tflite else [("tflite", "fp32"), ("tflite", "int8")])
+    targets += [] if args.no_executorch else [("executorch", "fp32"), ("executorch", "int8")]
     paths: list[Path] = []
     failures: dict[str, str] = {}
+    exports_log = args.work / "exports.json"  # the load average right after each export: how busy the machine was
+    made = json.loads(exports_log.read_text()) if exports_log.is_file() else {}
     for variant in args.variants:
         reused = args.reuse / "runs" / variant
         if (reused / "model.safetensors").is_file():
@@ -101,13 +108,20 @@ def main() -> int:
         paths.append(run)
         for target, precision in targets:
             t0 = time.perf_counter()
+            fresh = not (args.work / variant / "artifacts" / f"{target}-{precision}" / "manifest.json").is_file()
             folder, error = cached_export(run, target, precision, args.work / variant / "artifacts", calib)
             print(f"{variant} {target} {precision}: {'ok' if folder else 'FAILED: ' + str(error)} ({time.perf_counter() - t0:.0f} s)", flush=True)
             if folder:
                 paths.append(folder)
+                if fresh:
+                    made[f"{variant} {target} {precision}"] = os.getloadavg()[0]
+                    atomic_write_json(exports_log, made)
             else:
                 failures[f"{variant} {target} {precision}"] = error
 
+    if args.export_only:
+        print(f"{len(paths)} runs and artifacts ready in {args.work}; export failures: {failures or 'none'}")
+        return 1 if failures else 0
     load_before = os.getloadavg()
     report = bench(paths, batches=batches, threads=args.threads, min_time=args.min_time, floors=True,
                    retry_contended=args.retry_contended, progress=lambda m: print(m, flush=True))
@@ -121,6 +135,7 @@ def main() -> int:
     report.write(args.work / "report")  # the generic report files, incl. the plot
     (stem.with_suffix(".png")).write_bytes((args.work / "report" / "bench.png").read_bytes())
     goals = goal_check(report.rows, "inception_v3")
+    goals["executorch"] = executorch_check(report.rows, args.variants)
     atomic_write_json(stem.with_suffix(".json"), {
         "header": report.header, "load_average": {"before": load_before, "after": load_after},
         "export_failures": failures, "goals": goals, "rows": rows, "command": " ".join(sys.argv),
@@ -156,6 +171,9 @@ def main() -> int:
         "",
         "**Goals at 299, batch 1, 2 threads** (ratios, so they hold on any class): " + "; ".join(goals["lines"]),
         "",
+        "**ExecuTorch against the best of LiteRT, ONNX Runtime and OpenVINO** at batch 1, same executed precision "
+        "(goal <= 1.2x): " + "; ".join(goals["executorch"]["lines"]),
+        "",
         "| variant | runtime | precision | executed | batch | status | size MB | GMACs | p50 ms | p90 ms | img/s | "
         "others' CPU | vs FP32 parent | speed-up | floor ms | p50 / floor |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -171,6 +189,22 @@ def main() -> int:
             f"{f(r.images_per_s)} | {share} | {r.parent or '-'} | {'-' if r.speedup is None else f'{r.speedup:.2f}x'} | "
             f"{f(r.floor_ms)} | {ratio} |"
         )
+    lines += ["", "**Exports** (a cached export keeps the conversion time of when it was made; the 1-minute load average "
+              "right after it says how busy the 2 cores were: above 2, the time is pessimistic):", "",
+              "| variant | target | precision | file | MB | conversion s | load after | outside the delegate |",
+              "|---|---|---|---|---|---|---|---|"]
+    unrecorded = 0
+    for folder in paths:
+        if (folder / "manifest.json").is_file():
+            m, _ = load_manifest(folder, verify=False)
+            outside = m.conversion.settings.get("non_delegated_ops", "-")
+            load = made.get(f"{m.model.variant} {m.target} {m.precision}")
+            unrecorded += load is None
+            lines.append(f"| {m.model.variant} | {m.target} | {m.precision} | {m.artifact} | {m.artifact_bytes / 1e6:.1f} | "
+                         f"{m.conversion.seconds:.0f} | {'not recorded' if load is None else f'{load:.1f}'} | {outside} |")
+    if unrecorded:
+        lines += ["", f"{unrecorded} exports were made before their load was recorded, while other jobs shared the cores: "
+                  "their conversion times are pessimistic."]
     notes = [f"- {k}: {v}" for k, v in failures.items()]
     notes += [f"- {r.artifact} ({r.label}): {r.status}: {r.reason}" for r in report.rows if r.status != "ok"]
     if notes:
@@ -199,6 +233,26 @@ def goal_check(rows, variant: str) -> dict:
                       "row": best.label, "contended": best.contended}
         out["lines"].append(f"{dtype} {best.p50_ms:.1f} ms ({best.label}) = {ratio:.2f}x its floor "
                             f"{best.floor_ms:.1f} ms, goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'}")
+    return out
+
+
+def executorch_check(rows, variants: list[str]) -> dict:
+    """Each variant's ExecuTorch .pte at batch 1 against the fastest other runtime at the same executed precision."""
+    out: dict = {"lines": []}
+    for variant in variants:
+        for dtype in ("fp32", "int8"):
+            same = [r for r in rows if r.variant == variant and r.batch == 1 and r.status == "ok" and r.executed_ops
+                    and max(r.executed_ops, key=r.executed_ops.get) == dtype and r.backend != "torch"]
+            pte = [r for r in same if r.backend == "executorch"]
+            others = [r for r in same if r.backend in ("litert", "onnxruntime", "openvino")]
+            if not pte or not others:
+                continue
+            best = min(others, key=lambda r: r.p50_ms)
+            ratio = pte[0].p50_ms / best.p50_ms
+            out[f"{variant} {dtype}"] = {"executorch_ms": pte[0].p50_ms, "best_ms": best.p50_ms, "best": best.label,
+                                         "ratio": ratio, "met": ratio <= 1.2}
+            out["lines"].append(f"{variant} {dtype} {pte[0].p50_ms:.1f} ms vs {best.p50_ms:.1f} ({best.label}) = "
+                                f"{ratio:.2f}x ({'met' if ratio <= 1.2 else 'NOT met'})")
     return out
 
 

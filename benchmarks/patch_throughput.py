@@ -36,6 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from cpu_latency import cached_export  # noqa: E402  (this folder: the same cache of exports)
 from edgeinc.bench import bench  # noqa: E402
 from edgeinc.bench.contention import CONTENDED_SHARE, CpuWatch  # noqa: E402
 from edgeinc.bench.machine import describe, machine_info  # noqa: E402
@@ -51,9 +52,8 @@ from edgeinc.detect import (  # noqa: E402
     preprocess_patches,
     roi_align_patches,
 )
-from edgeinc.export import ExportError, export, load_manifest  # noqa: E402
 from edgeinc.models import create_model, get_variant, save_weights  # noqa: E402
-from edgeinc.utils.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
+from edgeinc.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 VARIANT = "inception_v3_79"
 TARGETS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
@@ -91,23 +91,6 @@ def make_run(width: float, work: Path, calib: Path, labels: list[str]) -> Path:
     save_weights(model.eval(), run / "model.safetensors",
                  metadata={"edgeinc.labels": labels, "edgeinc.recipe": {"data": {"root": str(calib)}}})
     return run
-
-
-def cached_export(run: Path, target: str, precision: str, out: Path, calib: Path) -> tuple[Path | None, str | None]:
-    folder = out / f"{target}-{precision}"
-    try:
-        source = load_manifest(folder)[0].source
-        recorded = source["sha256"] if isinstance(source, dict) else getattr(source, "sha256", None)
-        if recorded == sha256_file(run / "model.safetensors"):
-            return folder, None
-    except Exception:  # missing or stale: export again
-        pass
-    try:
-        # random weights: INT8 top-1 agreement with FP32 is reported, not gated (as cpu_latency.py)
-        result = export(run, target, precision, out=out, calib=calib, calib_size=64, int8_min_agreement=0.0)
-        return result.directory, None
-    except ExportError as e:
-        return None, str(e).splitlines()[0]
 
 
 def crop_cost(batches: tuple[int, ...], threads: int, min_time: float, size: int, context: int) -> dict:

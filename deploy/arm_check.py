@@ -83,7 +83,7 @@ def run(cmd: list[str], what: str) -> float:
     return time.perf_counter() - start
 
 
-def manifest_of(folder: Path, what: str) -> dict:
+def manifest_of(folder: Path, what: str, fmt: str = "tflite") -> dict:
     path = folder / "manifest.json"
     if not path.is_file():
         fail(f"{what} {folder}: no manifest.json (an artifact folder that edgeinc export wrote is expected)")
@@ -91,8 +91,8 @@ def manifest_of(folder: Path, what: str) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         fail(f"{path}: not a readable JSON manifest ({e})")
-    if manifest.get("format") != "tflite":
-        fail(f"{path}: field 'format' is {manifest.get('format')!r}; {what} must be a TFLite artifact")
+    if manifest.get("format") != fmt:
+        fail(f"{path}: field 'format' is {manifest.get('format')!r}; {what} must be a {fmt} artifact")
     return manifest
 
 
@@ -146,7 +146,8 @@ def make_model(work: Path) -> dict:
     commands = [shown(cmd) for _, cmd, _ in steps]
     return {"source": "made by arm-check through the CLI", "commands": commands,
             "seconds": {k: v["seconds"] for k, v in done.items()}, "fp32": art / "tflite-fp32",
-            "int8": art / "tflite-int8", "uint8": art_u8 / "tflite-int8", "val": patches / "val", "run": run_dir}
+            "int8": art / "tflite-int8", "uint8": art_u8 / "tflite-int8", "val": patches / "val", "run": run_dir,
+            "calib": patches}
 
 
 def export_uint8(work: Path, run_dir: Path, calib: Path, source_sha: str, tag: str) -> tuple[Path, dict]:
@@ -157,6 +158,18 @@ def export_uint8(work: Path, run_dir: Path, calib: Path, source_sha: str, tag: s
                           "--calib", str(calib), "--out", str(out))
         seconds["export int8 uint8-io"] = run(cmd, "the uint8-IO export")
     return out / "tflite-int8", seconds
+
+
+def export_executorch(work: Path, run_dir: Path, calib: Path, source_sha: str) -> tuple[dict[str, Path], dict]:
+    """The FP32 and PT2E INT8 .pte of the same run (ExecuTorch, XNNPACK delegate), made once per checkpoint."""
+    out = work / f"executorch-{source_sha[:12]}"
+    seconds = {}
+    for precision in ("fp32", "int8"):
+        if not (out / f"executorch-{precision}" / "manifest.json").is_file():
+            cmd = edgeinc_cli("export", str(run_dir), "--target", "executorch", "--precision", precision,
+                              "--calib", str(calib), "--out", str(out))
+            seconds[f"export executorch {precision}"] = run(cmd, f"the ExecuTorch {precision} export")
+    return {p: out / f"executorch-{p}" for p in ("fp32", "int8")}, seconds
 
 
 def find_model(args) -> dict:
@@ -173,11 +186,12 @@ def find_model(args) -> dict:
             val = Path(root).resolve() / "val"
         if val is None:
             fail("--data: the labelled validation split (one folder per class) is needed with given artifacts")
+        calib = val.parent if (val.parent / "train").is_dir() else val
         found = {"source": "given artifacts", "commands": [], "seconds": {}, "fp32": fp32, "int8": int8, "val": val,
-                 "uint8": Path(args.uint8).resolve() if args.uint8 else None}
+                 "uint8": Path(args.uint8).resolve() if args.uint8 else None, "calib": calib,
+                 "run": Path(args.run).resolve() if args.run else None}
         if found["uint8"] is None and args.run:
-            calib = val.parent if (val.parent / "train").is_dir() else val
-            found["uint8"], found["seconds"] = export_uint8(work, Path(args.run).resolve(), calib, m32["source"]["sha256"], "given")
+            found["uint8"], found["seconds"] = export_uint8(work, found["run"], calib, m32["source"]["sha256"], "given")
         return found
     demo = ROOT / "demo"
     parts = [demo / "artifacts" / "tflite-fp32" / "manifest.json", demo / "artifacts" / "tflite-int8" / "manifest.json",
@@ -187,12 +201,12 @@ def find_model(args) -> dict:
         uint8, seconds = export_uint8(work, demo / "quickstart", demo / "patches", m32["source"]["sha256"], "demo")
         return {"source": "make demo's outputs (demo/)", "commands": ["make demo"], "seconds": seconds,
                 "fp32": demo / "artifacts" / "tflite-fp32", "int8": demo / "artifacts" / "tflite-int8",
-                "uint8": uint8, "val": demo / "patches" / "val", "run": demo / "quickstart"}
+                "uint8": uint8, "val": demo / "patches" / "val", "run": demo / "quickstart", "calib": demo / "patches"}
     return make_model(work)
 
 
-def copy_artifact(src: Path, dst: Path) -> dict:
-    manifest = manifest_of(src, "artifact")
+def copy_artifact(src: Path, dst: Path, fmt: str = "tflite") -> dict:
+    manifest = manifest_of(src, "artifact", fmt)
     dst.mkdir(parents=True)
     for name in ("manifest.json", manifest["artifact"]):
         shutil.copy2(src / name, dst / name)
@@ -221,8 +235,9 @@ def flat_folder(val: Path, dst: Path) -> list[dict]:
     return made
 
 
-def plan_runs(has_uint8: bool) -> list[dict]:
-    """Every runner call: on the device under its profile; on x86-64 once per distinct call (host_ref)."""
+def plan_runs(has_uint8: bool, has_pte: bool) -> list[dict]:
+    """Every runner call: on the device under its profile; on x86-64 once per distinct call (host_ref). The
+    .pte runs use the second Python path (site "executorch": PyTorch + ExecuTorch beside the LiteRT venv)."""
     runs = [
         # the validation split, 2 threads: parity, top-1 and the (emulated) latency rows
         {"name": "fp32_val", "artifact": "artifacts/fp32", "data": "images/val", "threads": 2, "warmup": 2, "runs": 10},
@@ -237,6 +252,9 @@ def plan_runs(has_uint8: bool) -> list[dict]:
     if has_uint8:
         runs.insert(4, {"name": "uint8_flat_t2", "artifact": "artifacts/uint8", "data": "images/flat", "threads": 2,
                         "warmup": 1, "runs": 2})
+    if has_pte:
+        runs[2:2] = [{"name": f"pte_{p}_val", "artifact": f"artifacts/pte-{p}", "data": "images/val", "threads": 2,
+                      "warmup": 1, "runs": 5, "site": "executorch"} for p in ("fp32", "int8")]
     for profile in PROFILES[1:]:  # the INT8 model on the other CPUs, compared with x86-64's int8_flat_t2
         runs.append({"name": f"int8_flat_{profile['name']}", "profile": profile["name"], "host_ref": "int8_flat_t2",
                      "artifact": "artifacts/int8", "data": "images/flat", "threads": 2, "warmup": 1, "runs": 2})
@@ -244,12 +262,14 @@ def plan_runs(has_uint8: bool) -> list[dict]:
         r.setdefault("expect_rc", 0)
         r.setdefault("profile", "main")
         r.setdefault("host_ref", r["name"])
+        r.setdefault("site", "litert")
     return runs
 
 
 def run_script(runs: list[dict]) -> str:
-    """One shell script for both machines: `PY=python3 [LAUNCH=qemu] sh run.sh OUT device PROFILE` runs
-    that profile's calls; `sh run.sh OUT host` every distinct call. Only the Python and the label differ."""
+    """One shell script for both machines: `PY=python3 [LAUNCH=qemu] [ET_PYTHONPATH=DIR] sh run.sh OUT device
+    PROFILE` runs that profile's calls; `sh run.sh OUT host` every distinct call. Only the Python, its path
+    for the .pte runs (PyTorch + ExecuTorch, kept out of the LiteRT runs) and the label differ."""
     lines = [
         "#!/bin/sh",
         "# Written by deploy/arm_check.py: the same runner calls on aarch64 (emulated) and on x86-64.",
@@ -257,24 +277,30 @@ def run_script(runs: list[dict]) -> str:
         'OUT=$1; MODE=$2; PROFILE=${3:-main}; LAUNCH=${LAUNCH:-}; mkdir -p "$OUT"',
         f'if [ "$MODE" = device ]; then LABEL={shlex.quote(DEVICE_LABEL)}; EMU=--emulated; '
         f"else LABEL={shlex.quote(HOST_LABEL)}; EMU=; fi",
-        # what the runner's Python can import: only numpy, LiteRT and Pillow on the device
-        '$LAUNCH "$PY" -c "import importlib.util as u, json, platform, sys; print(json.dumps({\'python\': sys.version.split()[0], '
-        "'machine': platform.machine(), 'importable': {m: u.find_spec(m) is not None for m in "
-        "('numpy', 'ai_edge_litert', 'PIL', 'tflite_runtime', 'torch', 'edgeinc', 'tensorflow', 'onnxruntime')}}))\" "
-        '>"$OUT/env-$PROFILE.json"',
+        # what the runner's Python can import: only numpy, LiteRT and Pillow on the device (and with the
+        # .pte runs' path: PyTorch and ExecuTorch besides)
+        "env_json() {",
+        '    PYTHONPATH=$2 $LAUNCH "$PY" -c "import importlib.util as u, json, platform, sys; print(json.dumps({\'python\': '
+        "sys.version.split()[0], 'machine': platform.machine(), 'importable': {m: u.find_spec(m) is not None for m in "
+        "('numpy', 'ai_edge_litert', 'PIL', 'tflite_runtime', 'torch', 'executorch', 'edgeinc', 'tensorflow', "
+        "'onnxruntime')}}))\" >\"$OUT/env-$PROFILE$1.json\"",
+        "}",
+        'env_json "" ""',
+        '[ -n "${ET_PYTHONPATH:-}" ] && env_json -executorch "$ET_PYTHONPATH"',
         "run() {",
-        '    profile=$1; name=$2; ref=$3; shift 3',
+        '    profile=$1; name=$2; ref=$3; site=$4; shift 4',
         '    if [ "$MODE" = device ] && [ "$profile" != "$PROFILE" ]; then return; fi',
         '    if [ "$MODE" = host ] && [ "$ref" != "$name" ]; then return; fi',
         '    start=$(date +%s.%N)',
-        '    $LAUNCH "$PY" edgeinc_device_bench.py "$@" --label "$LABEL" $EMU >"$OUT/$name.stdout" 2>"$OUT/$name.stderr"',
+        '    pp=; [ "$site" = executorch ] && pp=${ET_PYTHONPATH:-}',
+        '    PYTHONPATH=$pp $LAUNCH "$PY" edgeinc_device_bench.py "$@" --label "$LABEL" $EMU >"$OUT/$name.stdout" 2>"$OUT/$name.stderr"',
         '    rc=$?',
         '    echo "$start $(date +%s.%N)" >"$OUT/$name.time"; echo $rc >"$OUT/$name.rc"',
         '    echo "  $MODE $name: exit $rc, $(tail -n 1 "$OUT/$name.stdout")$(tail -n 1 "$OUT/$name.stderr" | grep "^error:")"',
         "}",
     ]
     for r in runs:
-        cmd = [r["profile"], r["name"], r["host_ref"], r["artifact"], "--threads", str(r["threads"]),
+        cmd = [r["profile"], r["name"], r["host_ref"], r["site"], r["artifact"], "--threads", str(r["threads"]),
                "--warmup", str(r["warmup"]), "--runs", str(r["runs"])]
         if r["data"]:
             cmd += ["--data", r["data"], "--dump-logits", f"$OUT/{r['name']}.npy"]
@@ -329,6 +355,18 @@ def cmd_prepare(args) -> int:
         manifests["uint8"] = copy_artifact(model["uint8"], payload / "artifacts" / "uint8")
         if manifests["uint8"]["input"]["dtype"] != "uint8":
             fail(f"{model['uint8']}/manifest.json: field 'input.dtype' is {manifests['uint8']['input']['dtype']!r}, not uint8")
+    # the .pte of the same checkpoint (ExecuTorch), exported here from its run
+    pte_skipped = None
+    if args.no_executorch:
+        pte_skipped = "left out (ARM_CHECK_EXECUTORCH=0)"
+    elif model.get("run"):
+        ptes, seconds = export_executorch(Path(args.work), Path(model["run"]), Path(model["calib"]),
+                                          manifests["fp32"]["source"]["sha256"])
+        model["seconds"].update(seconds)
+        for precision, folder in ptes.items():
+            manifests[f"pte_{precision}"] = copy_artifact(folder, payload / "artifacts" / f"pte-{precision}", "executorch")
+    else:
+        pte_skipped = "no run directory to export the .pte from (give --run with --fp32 / --int8)"
     tampered = payload / "artifacts" / "int8-tampered"
     copy_artifact(model["int8"], tampered)
     blob = tampered / manifests["int8"]["artifact"]
@@ -337,7 +375,7 @@ def cmd_prepare(args) -> int:
     blob.write_bytes(bytes(data))
     subsample(model["val"], payload / "images" / "val", args.max_images)
     flat = flat_folder(payload / "images" / "val", payload / "images" / "flat")
-    runs = plan_runs(has_uint8)
+    runs = plan_runs(has_uint8, pte_skipped is None)
     (payload / "run.sh").write_text(run_script(runs))
     (payload / "profiles.tsv").write_text(profiles_tsv(payload))
     plan = {
@@ -346,10 +384,12 @@ def cmd_prepare(args) -> int:
                           "variant": m["model"]["variant"], "input": m["input"], "output": m["output"],
                           "source_sha256": m["source"].get("sha256"), "tools": m.get("tools"),
                           "export_accuracy": (m.get("quantization") or {}).get("accuracy"),
-                          "conversion_backend": (m.get("conversion") or {}).get("backend")}
+                          "conversion_backend": (m.get("conversion") or {}).get("backend"), "format": m["format"],
+                          "delegation": {key: v for key, v in ((m.get("conversion") or {}).get("settings") or {}).items()
+                                         if key in ("delegate_calls", "non_delegated_ops")} or None}
                       for k, m in manifests.items()},
         "val_images": sum(1 for _ in (payload / "images" / "val").rglob("*") if _.is_file()),
-        "flat_images": flat, "runs": runs, "profiles": PROFILES,
+        "flat_images": flat, "runs": runs, "profiles": PROFILES, "executorch_skipped": pte_skipped,
     }
     (payload / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     print(f"payload: {payload} ({plan['val_images']} validation images, {len(flat)} in the flat folder, "
@@ -391,13 +431,27 @@ def parity(dev: dict, host: dict, kind: str) -> dict:
         result.update(max_rel_diff=float(rel.max()), limit=f"max |diff| / max |logit| <= {FP32_REL_LIMIT:g} per image",
                       passed=bool(rel.max() <= FP32_REL_LIMIT))
     else:
-        scale = dev["meta"]["output"]["quantization"]["scale"]
+        quantization = dev["meta"]["output"].get("quantization")
+        scale = quantization["scale"] if quantization else output_step(b)
         steps = np.rint(np.abs(a - b) / scale).astype(int)
         result.update(output_scale=scale, max_steps=int(steps.max()),
                       step_histogram={str(k): int((steps.max(1) == k).sum()) for k in range(int(steps.max()) + 1)},
                       limit=f"<= {INT8_STEP_LIMIT} output quantization step", passed=bool(steps.max() <= INT8_STEP_LIMIT))
     result["passed"] = result["passed"] and top1 >= TOP1_AGREEMENT_LIMIT
     return result
+
+
+def output_step(logits: np.ndarray) -> float:
+    """The quantization step of float logits that an INT8 graph dequantized inside (an INT8 .pte keeps float
+    output): the smallest gap between its distinct values, checked to be a grid of them."""
+    values = np.unique(logits)
+    if len(values) < 2:
+        raise CheckError("the INT8 .pte gave a single output value: no quantization step to compare in")
+    step = float(np.diff(values).min())
+    off_grid = np.abs((values - values[0]) / step - np.rint((values - values[0]) / step)).max()
+    if off_grid > 0.01:
+        raise CheckError(f"the INT8 .pte's float logits are not on a quantization grid (off by {off_grid:.2f} steps)")
+    return step
 
 
 def history(results_json: Path, key: str, this_run: dict) -> list[dict]:
@@ -457,12 +511,20 @@ def cmd_compare(args) -> int:
 
     # the device's Python: only numpy, LiteRT and Pillow, and really aarch64
     dev_env = json.loads((dev_out / "env-main.json").read_text())
-    wanted = {"numpy": True, "ai_edge_litert": True, "PIL": True, "torch": False, "edgeinc": False, "tensorflow": False,
-              "onnxruntime": False}
+    wanted = {"numpy": True, "ai_edge_litert": True, "PIL": True, "torch": False, "executorch": False, "edgeinc": False,
+              "tensorflow": False, "onnxruntime": False}
     check("aarch64 Python imports only numpy, LiteRT and Pillow", dev_env["machine"] == "aarch64"
           and all(dev_env["importable"][m] == v for m, v in wanted.items()),
           f"machine {dev_env['machine']}, Python {dev_env['python']}, importable: "
           + ", ".join(m for m, v in dev_env["importable"].items() if v))
+    if any(r["site"] == "executorch" for r in runs):
+        et_env = dev_out / "env-main-executorch.json"
+        et_env = json.loads(et_env.read_text()) if et_env.is_file() else {"machine": None, "importable": {}}
+        importable = et_env["importable"]
+        check("the .pte runs' Python adds only PyTorch and ExecuTorch", et_env["machine"] == "aarch64"
+              and all(importable.get(m) for m in ("numpy", "PIL", "torch", "executorch"))
+              and not any(importable.get(m) for m in ("edgeinc", "tensorflow", "onnxruntime")),
+              "importable: " + ", ".join(m for m, v in importable.items() if v))
 
     # parity, delegation and the CPU each run saw
     parities, cpus = {}, {}
@@ -475,7 +537,7 @@ def cmd_compare(args) -> int:
         cpus[r["name"]] = {"profile": r["profile"], "cpu": header["machine"]["cpu"].split(" (measured under")[0],
                            "features": header["machine"]["cpu_flags"], "interpreter": header.get("interpreter")}
         if "logits" in dev and "logits" in host:
-            kind = "fp32" if r["artifact"].endswith("fp32") else "int8"
+            kind = "fp32" if r["artifact"].endswith("fp32") else "int8"  # an INT8 .pte: steps of its float output
             try:
                 p = parity(dev, host, kind)
             except CheckError as e:
@@ -488,8 +550,16 @@ def cmd_compare(args) -> int:
             check(f"{r['name']} aarch64 vs x86-64", p["passed"],
                   f"{figure}; top-1 agreement {p['top1_agreement_pct']:.2f}% of {p['images']} ({p['limit']}, top-1 >= "
                   f"{TOP1_AGREEMENT_LIMIT}%)", gating)
-        # XNNPACK took the same graph on both CPUs (a model that fails to delegate on Arm shows here)
         a, b = header.get("interpreter"), host["report"]["header"].get("interpreter")
+        if r["site"] == "executorch":
+            # the .pte is one XNNPACK delegate call (its manifest); the aarch64 build must register that backend
+            # (a .pte whose backend is missing does not load) and run the threads asked for
+            delegation = plan["manifests"][r["artifact"].rsplit("/", 1)[1].replace("-", "_")]["delegation"]
+            check(f"{r['name']} runs in ExecuTorch's XNNPACK backend", bool(a and b) and "XnnpackBackend" in a["backends"]
+                  and a["threads"] == b["threads"] == r["threads"] and delegation == {"delegate_calls": 1, "non_delegated_ops": 0},
+                  f"aarch64 {a}, x86-64 {b}; the .pte: {delegation}", gating)
+            continue
+        # XNNPACK took the same graph on both CPUs (a model that fails to delegate on Arm shows here)
         delegated = "XNNPACK delegate" in dev["stderr"]
         check(f"{r['name']} delegated alike", delegated and a == b and bool(a and a["delegate_nodes"]),
               f"aarch64 {a}, x86-64 {b}; XNNPACK delegate created on aarch64: {delegated}", gating)
@@ -531,6 +601,11 @@ def cmd_compare(args) -> int:
     val_runs = [r["name"] for r in runs if r["data"] == "images/val"]
     dev_json = [dev_out / f"{n}.json" for n in val_runs if ok(n)]
     host_json = [host_out / f"{n}.json" for n in val_runs if ok(n)]
+    for n in (n for n in val_runs if ok(n)):
+        # identical logits must score identically (numpy's default sort broke ties differently on the two CPUs)
+        scored = [sides[n][i]["report"]["rows"][0] for i in (0, 1)]
+        check(f"{n} scores alike on both", all(scored[0][k] == scored[1][k] for k in ("top1", "top5", "images_scored")),
+              "aarch64 / x86-64: " + ", ".join(f"{k} {scored[0][k]:.2f} / {scored[1][k]:.2f}" for k in ("top1", "top5")))
     merged_md, merged_rows = "", []
     if dev_json:
         header, rows = read_bench_json(dev_json[0])
@@ -563,18 +638,22 @@ def cmd_compare(args) -> int:
     history_runs = history(results / "arm_check.json", args.key, this_run)
     rootfs = Path(args.rootfs)
     packages = json.loads((rootfs / ".edgeinc-packages.json").read_text())
+    et_packages = json.loads(Path(args.executorch_packages).read_text()) if args.executorch_packages else []
     size = rootfs / ".edgeinc-size-mb"
     passed = all(c["passed"] for c in checks if c["gating"])
     main_dev = sides[val_runs[0]][0]["report"] if ok(val_runs[0]) else None
     record = {
-        "what": "deploy/edgeinc_device_bench.py and the FP32 / full-INT8 TFLite of a trained model on aarch64 "
-                "(qemu-user emulation) against x86-64 LiteRT on the same files and images",
+        "what": "deploy/edgeinc_device_bench.py and the FP32 / full-INT8 TFLite and FP32 / INT8 ExecuTorch .pte of a "
+                "trained model on aarch64 (qemu-user emulation) against x86-64 LiteRT and ExecuTorch on the same files "
+                "and images",
         "script": "make arm-check (deploy/arm_check.sh, deploy/arm_check.py)", "passed": passed,
         "host": machine_info(),
         "target": {"machine": main_dev["header"]["machine"] if main_dev else None,
                    "debian": (rootfs / "etc" / "debian_version").read_text().strip(), "python": dev_env["python"],
                    "qemu": args.qemu, "qemu_new": args.qemu_new or None,
                    "packages": {p["name"]: p["version"] for p in packages}, "rootfs_key": args.key,
+                   "executorch_packages": {p["name"]: p["version"] for p in et_packages},
+                   "executorch_skipped": plan.get("executorch_skipped"),
                    "rootfs_size_mb": int(size.read_text()) if size.is_file() else None},
         "model": plan["model"], "artifacts": plan["manifests"], "val_images": plan["val_images"],
         "flat_images": plan["flat_images"], "profiles": plan["profiles"], "skipped_profiles": skipped,
@@ -621,6 +700,10 @@ def markdown(rec: dict, describe, merged_md: str, merged_rows: list[dict]) -> st
         + (f"; for the SME cross-check {t['qemu_new']}" if t["qemu_new"] else "") + ". The runner's Python "
         f"({t['python']}) holds only: " + ", ".join(f"{k} {v}" for k, v in sorted(t["packages"].items())
                                                      if k not in ("pip", "setuptools")) + ".",
+        (f"The .pte runs add a second path ({len(t['executorch_packages'])} packages, installed for aarch64 by the "
+         "host's pip: " + ", ".join(f"{k} {v}" for k, v in sorted(t["executorch_packages"].items())
+                                    if k.startswith(("torch", "executorch"))) + ", and what they import)."
+         if t.get("executorch_packages") else f"No .pte runs: {t.get('executorch_skipped') or 'not planned'}."),
         "",
         f"**Model:** {rec['artifacts']['fp32']['variant']}, {rec['model']['source']}"
         + (": " + "; ".join(f"`{c}`" for c in rec["model"]["commands"]) if rec["model"]["commands"] else "") + ".",
@@ -632,9 +715,10 @@ def markdown(rec: dict, describe, merged_md: str, merged_rows: list[dict]) -> st
         q = m["output"].get("quantization")
         lines.append(f"| {k} | `{m['artifact']}` | {m['input']['dtype']} {m['input']['shape']} | {m['output']['dtype']}"
                      + (f" (scale {q['scale']:.4g}, zero point {q['zero_point']})" if q else "") + f" | `{m['sha256'][:16]}` |")
-    lines += ["", "## Parity: aarch64 (emulated) against x86-64 LiteRT, same files, same images", "",
+    lines += ["", "## Parity: aarch64 (emulated) against x86-64, same files, same images, same runtime", "",
               f"Limits: FP32 max |diff| <= {rec['limits']['fp32_rel']:g} x the image's max |logit|; INT8 <= "
-              f"{rec['limits']['int8_steps']} output quantization step; top-1 identical on >= "
+              f"{rec['limits']['int8_steps']} output quantization step (an INT8 .pte's float output: the step of the grid "
+              "its values lie on); top-1 identical on >= "
               f"{rec['limits']['top1_agreement_pct']}% of the images.", "",
               "| run | CPU profile | images | aarch64 vs x86-64 | images differing | distinct outputs aarch64 / x86-64 "
               "| top-1 agreement | result |", "|---|---|---|---|---|---|---|---|"]
@@ -689,10 +773,10 @@ def markdown(rec: dict, describe, merged_md: str, merged_rows: list[dict]) -> st
     lines += ["", "## The rows in `edgeinc bench --merge`", "",
               "What `edgeinc bench --merge` made of the runner's JSON from both machines (its bench.json; the "
               "machine column added here). Each INT8 row's deltas are against the FP32 row of the same machine.", "",
-              "| machine | precision | top-1 % | top-5 % | p50 ms | mean ms | threads | emulated | vs | top-1 drop | "
-              "speed-up | size ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| machine | format | precision | top-1 % | top-5 % | p50 ms | mean ms | threads | emulated | vs | top-1 drop | "
+              "speed-up | size ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in merged_rows:
-        lines.append(f"| {r['machine']} | {r['precision']} | {fmt(r['top1'], '.2f')} | {fmt(r['top5'], '.2f')} | "
+        lines.append(f"| {r['machine']} | {r['format']} | {r['precision']} | {fmt(r['top1'], '.2f')} | {fmt(r['top5'], '.2f')} | "
                      f"{fmt(r['p50_ms'], '.2f')} | {fmt(r['mean_ms'], '.2f')} | {r['threads']} | "
                      f"{'yes: not a device figure' if r.get('emulated') else 'no'} | {r['parent'] or '-'} | "
                      f"{fmt(r['top1_drop'], '+.2f')} | {fmt(r['speedup'], '.2f')} | {fmt(r['size_ratio'], '.2f')} |")
@@ -711,12 +795,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fp32", "int8", "uint8", "run", "data"):
         p.add_argument(f"--{name}")
     p.add_argument("--max-images", type=int)
+    p.add_argument("--no-executorch", action="store_true", help="leave out the ExecuTorch .pte runs")
     c = sub.add_parser("compare")
     for name in ("work", "payload", "results", "device-out", "host-out", "rootfs", "key", "rootfs-state", "qemu", "started"):
         c.add_argument(f"--{name}", required=True)
     c.add_argument("--stage", action="append", default=[])
     c.add_argument("--skipped", action="append", default=[], help="PROFILE=why: a CPU profile that did not run")
     c.add_argument("--qemu-new", default="")
+    c.add_argument("--executorch-packages", default="", help="pip list --format json of the .pte runs' Python path")
     r = sub.add_parser("render", help="write arm_check.md again from arm_check.json and the merged report")
     r.add_argument("--work", required=True)
     r.add_argument("--results", required=True)

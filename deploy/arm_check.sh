@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make arm-check: the device runner and the FP32 / INT8 TFLite of a trained model on aarch64, under
-# qemu-user emulation, compared with x86-64 LiteRT on the same files and images.
+# make arm-check: the device runner, the FP32 / INT8 TFLite and the FP32 / INT8 ExecuTorch .pte of a trained
+# model on aarch64, under qemu-user emulation, compared with x86-64 on the same files and images.
 #
 #   sudo deploy/arm_check.sh [--fp32 DIR --int8 DIR [--uint8 DIR] [--run RUN_DIR] [--data VAL_DIR]]
 #                            [--max-images N] [--rebuild]
@@ -13,7 +13,9 @@
 # (default ~/.cache/edgeinc) holds the aarch64 root file system, keyed by this script's hash and the wheel
 # versions, so a second run reuses it; ARM_CHECK_QEMU_NEW=0 skips the newer-qemu SME cross-check (or names
 # a static qemu-aarch64 to use for it); ARM_CHECK_RESULTS (default benchmarks/results) gets arm_check.md
-# and arm_check.json. Needs root (debootstrap, chroot, binfmt_misc), and apt and PyPI the first time.
+# and arm_check.json; ARM_CHECK_EXECUTORCH=0 leaves out the ExecuTorch .pte runs (their Python path is
+# PyTorch for aarch64 from PyPI: the CUDA build, about 3 GB of wheels, cached in EDGEINC_CACHE once).
+# Needs root (debootstrap, chroot, binfmt_misc), and apt and PyPI the first time.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +26,11 @@ WORK=${ARM_CHECK_WORK:-$ROOT/benchmarks/work/arm-check}
 RESULTS=${ARM_CHECK_RESULTS:-$ROOT/benchmarks/results}
 SUITE=bookworm                 # its python3 is 3.11: the wheels below are cp311
 LITERT_VERSION=2.3.0           # tagged manylinux_2_27 only (TOOLCHAIN trap 14)
+EXECUTORCH_VERSION=1.5.1 TORCHAO_VERSION=0.18.0
+# What ExecuTorch's Python runtime imports besides PyTorch and its declared dependencies (an import trace;
+# executorch's own declared dependencies are its exporter's: pandas, hypothesis, hydra, coremltools ...)
+EXECUTORCH_RUNTIME_IMPORTS="ruamel.yaml tabulate flatbuffers optree"
+WITH_EXECUTORCH=${ARM_CHECK_EXECUTORCH:-1}
 FP32=${ARM_CHECK_FP32:-} INT8=${ARM_CHECK_INT8:-} UINT8=${ARM_CHECK_UINT8:-} RUN=${ARM_CHECK_RUN:-}
 DATA=${ARM_CHECK_DATA:-} MAX_IMAGES=${ARM_CHECK_MAX_IMAGES:-} REBUILD=0
 
@@ -72,8 +79,9 @@ HOST_TOOLS_S=$(since "$T")
 echo "$QEMU_VERSION; binfmt: $(tr '\n' ' ' </proc/sys/fs/binfmt_misc/qemu-aarch64 | cut -c1-80)"
 
 # -- the cache key: this script and the wheels it installs ---------------------------------------
-versions() { "$PY" -c 'import importlib.metadata as m; print(m.version("numpy"), m.version("pillow"))'; }
-read -r NUMPY_VERSION PILLOW_VERSION < <(versions)   # the workstation's: the same numpy on both sides
+versions() { "$PY" -c 'import importlib.metadata as m; print(m.version("numpy"), m.version("pillow"), m.version("torch").split("+")[0])'; }
+# the workstation's: the same numpy on both sides, and the torch ExecuTorch was built against
+read -r NUMPY_VERSION PILLOW_VERSION TORCH_VERSION < <(versions)
 KEY=$( { cat "$SCRIPT"; echo "$SUITE litert=$LITERT_VERSION numpy=$NUMPY_VERSION pillow=$PILLOW_VERSION"; } \
        | sha256sum | cut -c1-12)
 ROOTFS="$CACHE/arm-rootfs-$KEY"
@@ -150,11 +158,45 @@ fi
 ROOTFS_S=$(since "$T")
 echo "root file system $ROOTFS_STATE in ${ROOTFS_S} s"
 
+# -- PyTorch + ExecuTorch for aarch64: a second Python path for the .pte runs (cached) ------------------
+# Kept out of the root file system's venv (the TFLite runs must work with numpy, LiteRT and Pillow only)
+# and bound into it for the runs. Installed by the host's pip for the aarch64 wheel tags (fast: no pip
+# under emulation). PyPI's aarch64 torch is the CUDA build: its NVIDIA wheels come with it.
+ET_SITE=/opt/edgeinc/executorch-site
+ET_KEY=$(echo "torch=$TORCH_VERSION executorch=$EXECUTORCH_VERSION torchao=$TORCHAO_VERSION $EXECUTORCH_RUNTIME_IMPORTS" | sha256sum | cut -c1-12)
+ET_LAYER="$CACHE/arm-executorch-$ET_KEY"
+ET_S=0
+if [ "$WITH_EXECUTORCH" != 0 ]; then
+    step "PyTorch $TORCH_VERSION + ExecuTorch $EXECUTORCH_VERSION for aarch64: $ET_LAYER"
+    T=$(now)
+    if [ -f "$ET_LAYER/.edgeinc-ready" ]; then
+        echo "cached"
+    else
+        for old in "$CACHE"/arm-executorch-*; do
+            [ -e "$old" ] && [ "$old" != "$ET_LAYER" ] && { echo "removing stale $old"; remove_tree "$old"; }
+        done
+        remove_tree "$ET_LAYER.partial"  # a run stopped half-way
+        PLATFORMS=(--platform manylinux2014_aarch64)
+        for v in $(seq 17 28); do PLATFORMS+=(--platform "manylinux_2_${v}_aarch64"); done
+        PIP_AARCH64=(-m pip install --quiet --disable-pip-version-check --only-binary=:all: --implementation cp
+                     --python-version 3.11 "${PLATFORMS[@]}" --target "$ET_LAYER.partial/site")
+        "$PY" "${PIP_AARCH64[@]}" "torch==$TORCH_VERSION"
+        # shellcheck disable=SC2086
+        "$PY" "${PIP_AARCH64[@]}" --no-deps "executorch==$EXECUTORCH_VERSION" "torchao==$TORCHAO_VERSION" $EXECUTORCH_RUNTIME_IMPORTS
+        "$PY" -m pip list --disable-pip-version-check --path "$ET_LAYER.partial/site" --format json >"$ET_LAYER.partial/packages.json"
+        du -sm "$ET_LAYER.partial/site" | cut -f1 >"$ET_LAYER.partial/size-mb"
+        touch "$ET_LAYER.partial/.edgeinc-ready"
+        mv "$ET_LAYER.partial" "$ET_LAYER"
+    fi
+    ET_S=$(since "$T")
+fi
+
 # -- the trained model and the payload (runner, manifests, artifacts, images) ----------------------
 step "trained model, artifacts and images"
 T=$(now)
 PAYLOAD="$WORK/payload"
 PREPARE=(prepare --work "$WORK" --payload "$PAYLOAD")
+[ "$WITH_EXECUTORCH" = 0 ] && PREPARE+=(--no-executorch)
 [ -n "$FP32" ] && PREPARE+=(--fp32 "$FP32")
 [ -n "$INT8" ] && PREPARE+=(--int8 "$INT8")
 [ -n "$UINT8" ] && PREPARE+=(--uint8 "$UINT8")
@@ -210,6 +252,13 @@ mountpoint -q "$ROOTFS/sys" && die "$ROOTFS/sys is a mount point: refusing to wr
 mkdir -p "$ROOTFS/sys/devices/system/cpu"
 for f in possible present; do echo "0-$(($(nproc) - 1))" >"$ROOTFS/sys/devices/system/cpu/$f"; done
 mount_proc "$ROOTFS"
+ET_PATH=""
+if [ "$WITH_EXECUTORCH" != 0 ]; then   # the .pte runs' Python path, bound in for the runs only
+    mkdir -p "$ROOTFS$ET_SITE"
+    mount --bind "$ET_LAYER/site" "$ROOTFS$ET_SITE"
+    MOUNTS+=("$ROOTFS$ET_SITE")
+    ET_PATH=$ET_SITE
+fi
 SKIPPED=()
 while IFS=$'\t' read -r profile qemu cpu cpuinfo; do
     launch=""
@@ -223,7 +272,8 @@ while IFS=$'\t' read -r profile qemu cpu cpuinfo; do
         mount --bind "$ROOTFS$GUEST/$cpuinfo" "$ROOTFS/proc/cpuinfo"
         MOUNTS+=("$ROOTFS/proc/cpuinfo")
     fi
-    in_rootfs "$ROOTFS" QEMU_CPU="$cpu" LAUNCH="$launch" PY="$VENV/bin/python" \
+    et_path=""; [ "$profile" = main ] && et_path=$ET_PATH   # the .pte runs are in the main profile
+    in_rootfs "$ROOTFS" QEMU_CPU="$cpu" LAUNCH="$launch" PY="$VENV/bin/python" ET_PYTHONPATH="$et_path" \
         /bin/sh -c "cd $GUEST && sh run.sh out-device device $profile" </dev/null
     if [ "$cpuinfo" != - ]; then umount "$ROOTFS/proc/cpuinfo"; unset 'MOUNTS[${#MOUNTS[@]}-1]'; fi
 done <"$PAYLOAD/profiles.tsv"
@@ -247,4 +297,5 @@ cd "$ROOT"
     --device-out "$WORK/out-device" --host-out "$WORK/out-host" --rootfs "$ROOTFS" --key "$KEY" \
     --rootfs-state "$ROOTFS_STATE" --qemu "$QEMU_VERSION" --started "$T0" \
     --stage "host_tools=$HOST_TOOLS_S" --stage "rootfs=$ROOTFS_S" --stage "model_and_payload=$MODEL_S" \
-    --stage "aarch64_runs=$DEVICE_S" --stage "x86_runs=$HOST_S" --qemu-new "$QEMU_NEW_VERSION" "${SKIPPED[@]}"
+    --stage "aarch64_runs=$DEVICE_S" --stage "x86_runs=$HOST_S" --qemu-new "$QEMU_NEW_VERSION" "${SKIPPED[@]}" \
+    --stage "executorch_layer=$ET_S" --executorch-packages "$([ "$WITH_EXECUTORCH" != 0 ] && echo "$ET_LAYER/packages.json")"

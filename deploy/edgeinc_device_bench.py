@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Time (and optionally score) an edgeinc TFLite artifact on the device itself.
+"""Time (and optionally score) an edgeinc TFLite or ExecuTorch artifact on the device itself.
 
-Needs only numpy and LiteRT (`pip install ai-edge-litert`), or tflite_runtime where only that exists;
-scoring a folder of images also needs Pillow. Everything else comes from the artifact's manifest.json
-(input layout, dtype and quantization, mean/std, crop fraction, labels). Writes the same JSON rows as
-`edgeinc bench`, so `edgeinc bench --merge device.json ...` folds them into the workstation's report.
+A TFLite artifact needs only numpy and LiteRT (`pip install ai-edge-litert`), or tflite_runtime where only
+that exists. An ExecuTorch .pte needs numpy and `executorch` - whose Python runtime links and imports
+PyTorch (`pip install torch executorch==1.5.1`; no torch-free ExecuTorch runtime is on PyPI: the C++
+executor_runner is that route). Scoring a folder of images also needs Pillow. Everything else comes from
+the artifact's manifest.json (input layout, dtype and quantization, mean/std, crop fraction, labels).
+Writes the same JSON rows as `edgeinc bench`, so `edgeinc bench --merge device.json ...` folds them into the workstation's report.
 
     python3 edgeinc_device_bench.py ARTIFACT_DIR [--data DIR] [--threads 4] [--runs 200] [--out device.json]
                                     [--dump-logits outputs.npy] [--label pi5] [--emulated]
 
-ARTIFACT_DIR holds the .tflite file and its manifest.json (what `edgeinc export --target tflite` wrote).
+ARTIFACT_DIR holds the .tflite (or .pte) file and its manifest.json (what `edgeinc export --target tflite`
+or `--target executorch` wrote).
 DIR is either an ImageNet-layout split (one folder per class name, images inside: top-1/top-5 are
 scored) or a flat folder of images, JPEG/PNG mixed (outputs only, no labels). --dump-logits writes the
 float logits of every image (N x classes, .npy) and FILE.npy.json naming the images in the same order.
@@ -70,6 +73,49 @@ def load_interpreter(path: Path, threads: int):
     return interpreter
 
 
+class ExecuTorchModel:
+    """A .pte through ExecuTorch's Python runtime (it needs PyTorch; inputs and outputs are float32)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            import torch
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError as e:
+            fail(f"ExecuTorch's Python runtime is not importable ({e}): pip install torch executorch==1.5.1")
+        portable_lib._unsafe_reset_threadpool(threads)  # before any load: the pool is process-wide
+        self.torch, self.portable_lib = torch, portable_lib
+        try:
+            self.program = Runtime.get().load_program(path)  # kept referenced while its method lives
+            self.method = self.program.load_method("forward")
+        except RuntimeError as e:
+            fail(f"{path}: ExecuTorch cannot load this model ({e})")
+
+    def invoke(self, batch: np.ndarray) -> np.ndarray:
+        return self.method.execute([self.torch.from_numpy(np.ascontiguousarray(batch))])[0].numpy()
+
+    def describe(self) -> dict:
+        """The backends this ExecuTorch build registered (XnnpackBackend must be one: a .pte whose delegate
+        is missing fails to load) and the thread pool it runs with."""
+        return {"runtime": "executorch", "backends": sorted(self.portable_lib._get_registered_backend_names()),
+                "threads": self.portable_lib._threadpool_get_thread_count()}
+
+
+class LiteRTModel:
+    def __init__(self, path: Path, threads: int) -> None:
+        self.interpreter = load_interpreter(path, threads)
+
+    def invoke(self, batch: np.ndarray) -> np.ndarray:
+        return invoke(self.interpreter, batch)
+
+    def describe(self) -> dict | None:
+        return delegation(self.interpreter)
+
+
+# manifest format -> (runner row's backend, the class that runs it)
+RUNTIMES = {"tflite": ("litert", LiteRTModel), "executorch": ("executorch", ExecuTorchModel)}
+
+
 def read_manifest(folder: Path) -> tuple[dict, Path]:
     manifest_path = folder / "manifest.json" if folder.is_dir() else folder
     if not manifest_path.is_file():
@@ -80,8 +126,9 @@ def read_manifest(folder: Path) -> tuple[dict, Path]:
         fail(f"{manifest_path}: not a readable JSON manifest ({e})")
     if not isinstance(manifest, dict):
         fail(f"{manifest_path}: not an edgeinc manifest (a JSON object is expected)")
-    if manifest.get("format") != "tflite":
-        fail(f"{manifest_path}: field 'format' is {manifest.get('format')!r}; this runner reads tflite artifacts")
+    if manifest.get("format") not in RUNTIMES:
+        fail(f"{manifest_path}: field 'format' is {manifest.get('format')!r}; this runner reads "
+             f"{' and '.join(RUNTIMES)} artifacts")
     for key in ("artifact", "artifact_sha256", "input", "output", "preprocessing", "labels", "precision"):
         if key not in manifest:
             fail(f"{manifest_path}: field {key!r} is missing")
@@ -175,7 +222,7 @@ def invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(out["index"])
 
 
-def outputs(interpreter, manifest: dict, paths: list[Path], batch: int) -> np.ndarray:
+def outputs(model, manifest: dict, paths: list[Path], batch: int) -> np.ndarray:
     """Float logits of every image, in the model's own batch size (the last batch padded by repetition)."""
     rows = []
     for start in range(0, len(paths), batch):
@@ -183,13 +230,13 @@ def outputs(interpreter, manifest: dict, paths: list[Path], batch: int) -> np.nd
         images = np.stack([preprocess(p, manifest["preprocessing"]) for p in chunk])
         if len(chunk) < batch:
             images = np.concatenate([images, np.repeat(images[-1:], batch - len(chunk), axis=0)])
-        y = from_output(invoke(interpreter, to_input(images, manifest["input"])), manifest["output"])
+        y = from_output(model.invoke(to_input(images, manifest["input"])), manifest["output"])
         rows.append(y.reshape(batch, -1)[:len(chunk)])
     return np.concatenate(rows)
 
 
 def accuracy(logits: np.ndarray, labels: list[int]) -> dict:
-    order = np.argsort(-logits, axis=1)
+    order = np.argsort(-logits, axis=1, kind="stable")  # ties to the lower index on every CPU (edgeinc.scoring.top_k)
     target = np.asarray(labels)
     top1 = int((order[:, 0] == target).sum())
     top5 = int((order[:, :5] == target[:, None]).any(axis=1).sum())
@@ -273,7 +320,7 @@ def machine(emulated: str | None) -> dict:
         cpu_flags = _arm64_hwcaps() or cpu_flags  # the guest CPU's features, not the emulating host's
         flags = set(cpu_flags)
     libs = {}
-    for name in ("ai-edge-litert", "tflite-runtime", "numpy", "pillow"):
+    for name in ("ai-edge-litert", "tflite-runtime", "executorch", "torch", "numpy", "pillow"):
         try:
             from importlib.metadata import version
 
@@ -345,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or ((f"{platform.machine()} (emulated)" if emulated else platform.node()) or "device")
     samples, labelled = list_images(args.data, manifest["labels"]) if args.data else ([], False)
     samples = samples[:args.max_images] if args.max_images else samples
-    interpreter = load_interpreter(artifact, args.threads)
+    backend, runtime = RUNTIMES[manifest["format"]]
+    model = runtime(artifact, args.threads)
     spec = manifest["input"]
     batch = spec["shape"][0] if isinstance(spec["shape"][0], int) and spec["shape"][0] > 0 else 1
     size = manifest["preprocessing"]["input_size"]
@@ -357,19 +405,19 @@ def main(argv: list[str] | None = None) -> int:
         images = rng.normal(0.0, 0.5, (batch, 3, size, size)).astype(np.float32)
     x = to_input(images, spec)
     for _ in range(args.warmup):
-        invoke(interpreter, x)
+        model.invoke(x)
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        invoke(interpreter, x)
+        model.invoke(x)
         times.append((time.perf_counter() - t0) * 1e3)
     ms = np.asarray(times)
-    logits = outputs(interpreter, manifest, [p for p, _ in samples], batch) if samples else None
+    logits = outputs(model, manifest, [p for p, _ in samples], batch) if samples else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
     scored = accuracy(logits, [y for _, y in samples]) if labelled else {}
     row = {
-        "artifact": str(args.artifact), "variant": manifest.get("model", {}).get("variant"), "format": "tflite",
-        "backend": "litert", "precision": manifest["precision"], "batch": batch, "status": "ok",
+        "artifact": str(args.artifact), "variant": manifest.get("model", {}).get("variant"), "format": manifest["format"],
+        "backend": backend, "precision": manifest["precision"], "batch": batch, "status": "ok",
         "size_mb": manifest.get("artifact_bytes", artifact.stat().st_size) / 1e6,
         "params": manifest.get("model", {}).get("parameters"), "macs": manifest.get("model", {}).get("multiply_adds"),
         "top1": scored.get("top1"), "top5": scored.get("top5"),
@@ -384,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {"machine": machine(emulated), "machine_label": label, "threads": args.threads, "batches": [batch],
               "warmup": args.warmup, "runs": args.runs, "min_time": None, "data": str(args.data) if args.data else None,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "emulated": bool(emulated),
-              "interpreter": delegation(interpreter)}
+              "interpreter": model.describe()}
     if emulated:
         header.update(emulation=emulated, latency_note=EMULATED_NOTE)
     report = {"schema": SCHEMA, "header": header, "rows": [row], "baselines": [], "merged": []}

@@ -47,7 +47,7 @@ def weight_dequantizers(model) -> list:
 
 
 def test_targets_declare_their_precisions():
-    assert set(TARGETS.names()) == {"onnx", "tflite", "tensorrt"}
+    assert set(TARGETS.names()) == {"onnx", "tflite", "tensorrt", "executorch"}
     for entry in TARGETS:
         assert set(entry.meta.precisions) <= {"fp32", "fp16", "int8"}
     with pytest.raises(ExportError, match=r"unknown precision 'int4' \(one of fp32, fp16, bf16, int8"):
@@ -303,7 +303,7 @@ def test_cli_tensorrt_exits_3_and_bad_pairs_exit_2(ws, capsys):
     assert main(["export", str(ws.run), "--target", "onnx", "--precision", "int4"]) == 2  # choices from the registry
     assert "invalid choice: 'int4'" in capsys.readouterr().err
     assert main(["export", str(ws.run), "--target", "onnxx"]) == 2
-    assert "invalid choice: 'onnxx' (choose from 'onnx', 'tflite', 'tensorrt')" in capsys.readouterr().err
+    assert "invalid choice: 'onnxx' (choose from 'onnx', 'tflite', 'tensorrt', 'executorch')" in capsys.readouterr().err
 
 
 def test_the_deploy_script_is_the_package_engine_builder_itself():

@@ -58,8 +58,17 @@ def fails(args: list[str], capsys, *expected: str, code: int = 2) -> str:
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "edgeinc", *args], env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, **kwargs)
+    # stdin from /dev/null: a pytest-xdist worker's own stdin is its channel to the controller
+    return subprocess.Popen([sys.executable, "-m", "edgeinc", *args], env=env, text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def caught_signals(pid: int) -> int:
+    """The signals a process has handlers for (SigCgt of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    return 0
 
 
 @pytest.fixture(scope="module")
@@ -384,8 +393,15 @@ def test_an_interrupted_export_leaves_the_previous_artifact_intact(ws, tmp_path)
 
 
 def test_ctrl_c_while_the_command_line_is_still_importing_exits_quietly(task):
-    proc = cli("train", str(task["recipe"]), "--out", str(task["root"] / "ctrl-c"))
-    time.sleep(0.3)  # PyTorch is still being imported
+    # Started with SIGINT ignored (as under pytest-xdist, whose workers ignore it: a fixed sleep then sent the
+    # signal before edgeinc's handler existed, and it was lost), so the handler is the only catcher: the
+    # signal goes the moment /proc shows it caught, while PyTorch is still being imported.
+    proc = cli("train", str(task["recipe"]), "--out", str(task["root"] / "ctrl-c"),
+               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not caught_signals(proc.pid) & (1 << (signal.SIGINT - 1)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in out, out

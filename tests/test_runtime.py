@@ -38,7 +38,7 @@ def reference(ws, images):
 
 
 def test_registry_and_protocol(ws):
-    assert set(RUNNERS.names()) == {"torch", "onnxruntime", "litert", "openvino", "tensorrt"}
+    assert set(RUNNERS.names()) == {"torch", "onnxruntime", "litert", "openvino", "tensorrt", "executorch"}
     runner = load_runner(ws.run)
     assert isinstance(runner, Runner) and runner.name == "torch" and runner.labels == CLASSES
     with pytest.raises(UnknownNameError, match="did you mean 'openvino'"):
@@ -112,7 +112,8 @@ def test_torch_runner_really_flushes_denormals(ws):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         check=True).stdout
     assert out.strip().endswith("True")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..artifact import MANIFEST_NAME, ManifestError, load_manifest, now_iso
 from ..models import CheckpointError, count_macs, count_parameters, load_source
 from ..rundir import is_model_source
+from ..runtime import RUNNERS
 from ..utils.cpu import bf16_unavailable_reason
 from .floors import apply_floors, measure_floors_in_subprocess
 from .machine import machine_info
@@ -59,9 +60,8 @@ def _runs_for(fmt: str, artifact_precision: str, backends: dict[str, list[str]] 
     """(runtime, runtime precision option) pairs to measure an artifact with. ONNX artifacts run in ONNX
     Runtime and in OpenVINO (the fastest INT8 path on x86 CPUs here); fp32 artifacts also in bf16 in
     the runtimes that offer it (OpenVINO, PyTorch autocast)."""
-    from ..runtime import RUNNERS
-
-    default = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"], "tensorrt": ["tensorrt"], "torch": ["torch"]}
+    default = {"onnx": ["onnxruntime", "openvino"], "tflite": ["litert"], "tensorrt": ["tensorrt"], "torch": ["torch"],
+               "executorch": ["executorch"]}
     runs: list[tuple[str, str | None]] = []
     for backend in (backends or default).get(fmt, default.get(fmt, [])):
         runs.append((backend, None))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..scoring import top_k
 from .contention import CpuWatch, pin_threads
 from .timing import measure_latency
 
@@ -114,7 +115,7 @@ def score(runner, variant, data: str, max_images: int | None, batch: int = 32) -
         y = np.array([to_label[dataset.classes[lab]] for _, lab in items])
         logits = runner.predict(x)
         k = min(5, logits.shape[1])
-        topk = np.argsort(-logits, axis=1)[:, :k]
+        topk = top_k(logits, k)
         top1 += int((topk[:, 0] == y).sum())
         top5 += int((topk == y[:, None]).any(axis=1).sum())
         seen += len(items)

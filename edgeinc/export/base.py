@@ -23,6 +23,7 @@ import numpy as np
 
 from ..artifact import Parity, Precision, RunnerSpec
 from ..registry import Registry
+from ..runtime import DEFAULT_BACKEND, RuntimeUnavailableError, open_runner
 from ..scoring import TOLERANCES, Tolerance, check_parity
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ TARGETS.register_lazy("tflite", "edgeinc.export.tflite_target:export_tflite",
                       TargetInfo(_FP, "TFLite via onnx2tf, run by LiteRT", "tflite", ".tflite"))
 TARGETS.register_lazy("tensorrt", "edgeinc.export.tensorrt_target:export_tensorrt",
                       TargetInfo(_FP, "TensorRT engine (strongly typed, from ONNX)", "tensorrt", ".engine"))
+TARGETS.register_lazy("executorch", "edgeinc.export.executorch_target:export_executorch",
+                      TargetInfo((Precision.FP32, Precision.INT8), "ExecuTorch .pte, XNNPACK delegate (int8: PT2E)",
+                                 "executorch", ".pte"))
 
 
 def check_target(target: str, precision: str) -> tuple[TargetInfo, Precision]:
@@ -210,8 +214,6 @@ class ExportContext:
     def run(self, path: Path, spec: RunnerSpec, images: np.ndarray, backend: str | None = None) -> np.ndarray:
         """Logits of the file at ``path`` through the runner a user would use (an in-memory spec: the
         manifest is not written yet)."""
-        from ..runtime import RuntimeUnavailableError, open_runner
-
         try:
             return open_runner(path, spec, backend, threads=self.threads).predict(images)
         except RuntimeUnavailableError as e:
@@ -221,8 +223,6 @@ class ExportContext:
               backend: str | None = None) -> Parity:
         """The parity gate of the file at ``path`` on the parity images, against PyTorch or against
         ``reference`` = (logits, what they are); raises ParityError."""
-        from ..runtime import DEFAULT_BACKEND
-
         logits, name = reference or (self.reference_logits(), "pytorch fp32")
         candidate = self.run(path, spec, self.parity_batch(), backend)
         return check_parity(logits, candidate, self.tolerance(spec.precision), check, name,

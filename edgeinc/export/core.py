@@ -22,7 +22,8 @@ from .base import (
 from .data import load_images, resolve_folders
 from .onnx_io import embed_metadata
 
-TOOLS = ("onnx", "onnxruntime", "onnxslim", "nncf", "onnx2tf", "tensorflow-cpu", "tensorflow", "ai-edge-litert", "tensorrt")
+TOOLS = ("onnx", "onnxruntime", "onnxslim", "nncf", "onnx2tf", "tensorflow-cpu", "tensorflow", "ai-edge-litert", "tensorrt",
+         "executorch", "torchao")
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..artifact import Precision, QuantAccuracy, QuantizationReport, RunnerSpec, SizeInfo
 from ..registry import Registry
+from ..runtime import DEFAULT_BACKEND
 from ..scoring import accuracy
 from .base import ExportContext, ExportError, missing_extra
 from .onnx_io import INPUT_NAME, onnx_module
@@ -194,8 +195,6 @@ def quantization_report(
 ) -> QuantizationReport:
     """FP32 vs INT8 top-1/top-5 of the two files on the validation split, each through its own runner,
     sizes, and what the quantizer did. Raises when ``--max-drop`` was asked and the drop exceeds it."""
-    from ..runtime import DEFAULT_BACKEND
-
     val = ctx.require_validation("an INT8 export (it reports FP32 vs INT8 accuracy)")
     fp32_acc = accuracy(ctx.run(*fp32, val.images), val.labels)
     int8_acc = accuracy(ctx.run(*int8, val.images), val.labels)

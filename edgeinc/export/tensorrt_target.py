@@ -17,6 +17,7 @@ from pathlib import Path
 from ..artifact import BatchProfile, EngineInfo, Precision, file_entry
 from ..deploy import build_trt_engine
 from ..deploy.build_trt_engine import build_engine, trtexec_command
+from ..runtime import tensorrt_available
 from .base import ExportContext, TargetOutput
 from .onnx_target import fp32_onnx, half_onnx, onnx_conversion
 from .quantize import quantize_onnx_int8
@@ -44,8 +45,6 @@ def finish_command(manifest_path: Path, profile: BatchProfile, onnx_path: Path) 
 
 
 def export_tensorrt(ctx: ExportContext, precision: Precision) -> TargetOutput:
-    from ..runtime import tensorrt_available
-
     path, spec, parity = fp32_onnx(ctx)
     conversion = onnx_conversion(ctx)
     checks, quantization = [parity], None

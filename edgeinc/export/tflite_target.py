@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import ConversionAttempt, Precision, Preprocessing, RunnerSpec, TensorSpec
+from ..runtime.backends import litert_interpreter, litert_io
 from ..scoring import ParityError
 from ..utils.io import sha256_file
 from .base import ExportContext, ExportError, TargetOutput
@@ -197,8 +198,6 @@ def _q(tensor) -> dict | None:
 
 def tflite_spec(path: Path, ctx: ExportContext, precision: Precision) -> RunnerSpec:
     """The file's own input/output tensors (NHWC, dtype, quantization), read from the interpreter."""
-    from ..runtime.backends import litert_interpreter, litert_io
-
     try:
         in_spec, out_spec = litert_io(litert_interpreter(path))
     except ValueError as e:  # RuntimeUnavailableError: LiteRT is missing or refuses the file

@@ -437,3 +437,57 @@ class TensorRTRunner(ManifestRunner):
             raise RuntimeError(f"{self.path}: TensorRT execution failed")
         self.stream.synchronize()
         return y.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# ExecuTorch (.pte): its Python runtime (executorch.runtime, which needs PyTorch)
+# ---------------------------------------------------------------------------------------------
+
+_EXECUTORCH_THREADS: int | None = None  # the process-wide XNNPACK thread pool, once set
+
+
+def _executorch_threads(threads: int | None) -> None:
+    """Size ExecuTorch's thread pool before the first program loads: it is one pool for the process, and
+    resetting it after a method was loaded corrupts memory (measured: glibc aborts), so a second runner
+    asking for another count is refused."""
+    global _EXECUTORCH_THREADS
+    if threads is None or threads == _EXECUTORCH_THREADS:
+        return
+    if _EXECUTORCH_THREADS is not None:
+        raise RuntimeUnavailableError(
+            f"ExecuTorch's thread pool is process-wide and already has {_EXECUTORCH_THREADS} threads; run the "
+            f"{threads}-thread runner in another process (edgeinc bench measures each artifact in its own)"
+        )
+    from executorch.extension.pybindings import portable_lib
+
+    portable_lib._unsafe_reset_threadpool(threads)  # ExecuTorch's only switch for it (marked experimental)
+    _EXECUTORCH_THREADS = threads
+
+
+@RUNNERS.register("executorch", meta=RunnerInfo(("executorch",), "ExecuTorch runtime, XNNPACK delegate (.pte)", "executorch"))
+class ExecuTorchRunner(ManifestRunner):
+    name = "executorch"
+    flush_denormals = None  # no switch in ExecuTorch
+
+    def __init__(self, path: Path, spec: RunnerSpec, threads: int | None = None, precision: str | None = None,
+                 flush_denormals: bool = True) -> None:
+        super().__init__(path, spec, threads, precision)
+        try:
+            import torch
+            from executorch.runtime import Runtime
+        except ImportError:
+            raise RuntimeUnavailableError("executorch is not installed: pip install 'edgeinc[executorch]'") from None
+        _executorch_threads(threads)
+        self._torch = torch
+        try:
+            # the program must stay referenced while its method lives (else: a use-after-free)
+            self.program = Runtime.get().load_program(path)
+            self.method = self.program.load_method("forward")
+        except RuntimeError as e:
+            raise RuntimeUnavailableError(f"{path}: ExecuTorch cannot load it ({e})") from e
+        # ExecuTorch cannot report what its delegate's kernels run: what the .pte was built as
+        self.executed = Executed({str(spec.precision): 1}, "the .pte's export precision (ExecuTorch has no "
+                                 "read-back; the manifest counts its delegate calls)", (f"quantizer: {spec.quantizer or 'none'}",))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.method.execute([self._torch.from_numpy(np.ascontiguousarray(batch))])[0].numpy()

@@ -87,7 +87,8 @@ class RunnerInfo:
 RUNNERS: Registry[type] = Registry("runner")
 
 # The backend used when none is named, by artifact format.
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "tensorrt": "tensorrt", "torch": "torch"}
+DEFAULT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert", "tensorrt": "tensorrt", "torch": "torch",
+                   "executorch": "executorch"}
 
 
 def quantize(x: np.ndarray, spec: dict | None, dtype: str) -> np.ndarray:
