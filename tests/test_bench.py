@@ -173,10 +173,10 @@ def test_isa_peak_follows_the_cpu_flags(monkeypatch):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_the_int8_floor_kernel_runs_on_int8_kernels(runtime, tmp_path):
     """A floor measured on a kernel that silently runs in float would be no int8 floor."""
-    from edgeinc.bench.floors import _conv_graph
+    from edgeinc.bench.floors import CHAIN_LENGTH, _chain_graph
     from edgeinc.runtime.backends import openvino_executed, ort_executed
 
-    graph = _conv_graph((1, 32, 32, 9, (3, 3)), int8=True)
+    graph = _chain_graph((1, 32, 16, 9, (1, 1)), int8=True)
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
@@ -190,7 +190,29 @@ def test_the_int8_floor_kernel_runs_on_int8_kernels(runtime, tmp_path):
 
         core = ov.Core()
         executed = openvino_executed(core.compile_model(core.read_model(graph, b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
-    assert executed.ops == {"int8": 1}, executed
+    assert executed.ops == {"int8": CHAIN_LENGTH}, executed
+
+
+def test_the_floor_chain_computes_what_it_counts():
+    """The chained graph is the convolutions its multiply-adds count: 1x1 projections alternate with
+    their way back, and each layer is a ReLU'd convolution of the previous one."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgeinc.bench.floors import CHAIN_LENGTH, _chain, _chain_graph, _chain_macs
+
+    shape = (2, 8, 4, 5, (1, 1))
+    assert [c[:2] for c in _chain(shape)] == [(8, 4), (4, 8)] * (CHAIN_LENGTH // 2)
+    assert _chain_macs(shape) == CHAIN_LENGTH * 2 * 4 * 5 * 5 * 8
+    graph = _chain_graph(shape, int8=False)
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(graph).graph.initializer}
+    x = np.random.default_rng(1).random((2, 8, 5, 5), dtype=np.float32)
+    expected = x
+    for i in range(CHAIN_LENGTH):
+        expected = np.maximum(np.einsum("oi,nihw->nohw", weights[f"w{i}"][:, :, 0, 0], expected), 0)
+    got = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_broken_artifact_and_missing_runtime_become_status_rows(tiny, tmp_path, monkeypatch):

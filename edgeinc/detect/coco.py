@@ -9,7 +9,6 @@ and need not be contiguous, ``iscrowd`` marks a crowd region.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from torchvision.ops import box_convert, box_iou
 from ..data.folder import DataError, load_rgb
 from ..data.claim import claim_folder
 from ..data.synth import BACKGROUND
-from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
+from ..utils.io import atomic_write_json, atomic_write_text, read_json_file, sha256_file
 from .crops import DEFAULT_CONTEXT, INCEPTION_MEAN, check_boxes, check_context, crop_patches, mean_fill
 
 
@@ -215,17 +214,7 @@ def parse_coco(data: Any, source: str = "<COCO data>", path: Path | None = None)
 def read_coco(path: str | os.PathLike) -> CocoDataset:
     """Read and check a COCO detection file (see ``parse_coco``); errors name the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CocoFormatError(f"{path}: no such COCO annotation file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CocoFormatError(f"{path}: cannot read it ({e})") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CocoFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    return parse_coco(data, str(path), path)
+    return parse_coco(read_json_file(path, "COCO annotation file", CocoFormatError), str(path), path)
 
 
 # --- training patches -----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Three sources, one output (float32 ``[N, 4]`` xyxy in pixels, torchvision's conv
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import torch
 from torchvision.ops import box_convert
 
 from ..data.folder import DataError
+from ..utils.io import read_json_file
 
 PROPOSAL_METHODS = ("sliding", "selective-search")
 
@@ -165,16 +165,7 @@ def read_proposals(path: str | os.PathLike) -> ProposalFile:
     (string), and optionally ``score`` (a finite number; 1 when absent) and ``category_id`` (ignored:
     the patch classifier decides the class). ProposalError naming the file and the field otherwise."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProposalError(f"{path}: no such proposals file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProposalError(f"{path}: cannot read the proposals file ({e})") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProposalError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    data = read_json_file(path, "proposals file", ProposalError)
     if isinstance(data, dict) and "annotations" in data:
         raise ProposalError(f"{path}: top level: an annotation file (with 'annotations'), not proposals; proposals "
                             f"are a COCO results list [{{'image_id' or 'file_name', 'bbox': [x, y, w, h], 'score'}}, ...]")

@@ -45,6 +45,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_file(path: Path, what: str, error: type[Exception]) -> Any:
+    """The parsed JSON in ``path`` (a ``what``: "proposals file", ...), or ``error`` naming the file and,
+    for bad JSON, the line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read the {what} ({e})") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files ``atomic_open`` left in ``folder`` when its process was killed
     mid-write (``.<name>.<random>.tmp``); the caller must own the folder (no writer is running)."""
