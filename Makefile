@@ -27,8 +27,10 @@ demo: $(STAMP)
 # workers keep both cores busy; the export workspace's tests share one worker (tests/export_helpers.py).
 # ExecuTorch's tests run in a process of their own: its runtime (thread pool, kernel and backend
 # registries) is process-wide, and a worker that had loaded it beside the other runtimes died twice.
+# A worker that dies ends the run, naming the test it was running: a replacement worker once left
+# the group scheduler waiting forever (CI timed out at 90 minutes).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup --ignore=tests/test_executorch.py
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup --max-worker-restart=0 --ignore=tests/test_executorch.py
 	$(BIN)/python -m pytest -q tests/test_executorch.py
 
 # The device runner, the TFLite models and the ExecuTorch .pte on aarch64 under qemu-user (root: debootstrap,

@@ -8,6 +8,7 @@ accuracy figures then mean something.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,25 @@ _WORKSPACE: Workspace | None = None
 def workspace(tmp_path_factory) -> Workspace:
     global _WORKSPACE
     if _WORKSPACE is None:
+        _claim_for_this_worker(tmp_path_factory)
         torch.set_num_threads(1)  # 2 shared cores: one thread each is faster than two fighting
         _WORKSPACE = Workspace(tmp_path_factory.mktemp("export"))
     return _WORKSPACE
+
+
+def _claim_for_this_worker(tmp_path_factory) -> None:
+    """Fail loudly where xdist_group("export_workspace") is not honoured: then every worker would build
+    the workspace and load every runtime, which is what the grouping exists to prevent."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "export_workspace.worker"  # shared by the session's workers
+    try:
+        with open(claim, "x") as f:
+            f.write(worker)
+    except FileExistsError:
+        owner = claim.read_text()
+        if owner != worker:
+            raise RuntimeError(f"the export workspace is already built by xdist worker {owner}, not {worker}: "
+                               "xdist_group is not honoured (run with --dist loadgroup; pytest / pytest-xdist "
+                               "versions: pyproject.toml)") from None

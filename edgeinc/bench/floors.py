@@ -8,8 +8,9 @@ ReLU, and for int8 quantized between them), as they run inside a network: a lone
 for converting its float input and output (layout, and for int8 the quantize / dequantize), which cost
 about 8% of an int8 kernel, enough for OpenVINO's INT8 Inception-v3 to beat a single-conv floor.
 One library's GEMM is not a floor: on a Zen 5 a torch matmul gave 52 GMAC/s fp32 while ONNX Runtime
-ran the whole Inception-v3 at ~215 GMAC/s, and ONNX Runtime's int8 MatMulInteger 307 GMAC/s while OpenVINO's INT8 Inception-v3 ran at ~790 (issue 9). A model row faster
-than its floor is a measurement error and is flagged, never printed as a ratio below 1.
+ran the whole Inception-v3 at ~215 GMAC/s, and ONNX Runtime's int8 MatMulInteger 307 GMAC/s while
+OpenVINO's INT8 Inception-v3 ran at ~790 (issue 9). A model row faster than its floor is a
+measurement error and is flagged, never printed as a ratio below 1.
 
 Beside each floor: the ISA's theoretical peak from the CPU flags, the clock /proc/cpuinfo reports and
 the threads used, assuming two full-width FMA (or dot-product) units per core - an upper bound that
